@@ -1,0 +1,157 @@
+"""``tinydiff inspect``: what a run or model folder holds, without loading torch."""
+
+from __future__ import annotations
+
+import json
+import struct
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ..checkpoint import WEIGHTS_FILE, is_model_folder, list_checkpoints, read_model_config, resolve_model_ref
+from ..errors import TinyDiffError
+from ..tracking import RUN_CONFIG, list_snapshots, read_metrics
+from .output import console, handles_errors
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file: names, dtypes and shapes, read without loading tensors."""
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            if size > 100_000_000:
+                raise ValueError("header too large")
+            header = json.loads(f.read(size))
+    except (OSError, ValueError, struct.error) as exc:
+        raise TinyDiffError(f"{path} is truncated or corrupted ({exc})") from None
+    header.pop("__metadata__", None)
+    return header
+
+
+def parameter_count(folder: Path) -> int:
+    total = 0
+    for info in safetensors_header(folder / WEIGHTS_FILE).values():
+        n = 1
+        for d in info["shape"]:
+            n *= d
+        total += n
+    return total
+
+
+def describe_model(folder: Path) -> dict[str, Any]:
+    cfg = read_model_config(folder)
+    return {
+        "path": str(folder),
+        "parameters": parameter_count(folder),
+        "model": cfg.model.model_dump(mode="json"),
+        "schedule": cfg.schedule.model_dump(mode="json"),
+        "diffusion": cfg.diffusion.model_dump(mode="json"),
+        "training": cfg.training,
+        "tinydiff_version": cfg.tinydiff_version,
+    }
+
+
+def describe_run(run_dir: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((run_dir / RUN_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    config = record.get("config", {})
+    metrics = read_metrics(run_dir)
+    checkpoints = list_checkpoints(run_dir)
+    last = metrics[-1] if metrics else {}
+    info: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "preset": config.get("preset"),
+        "step": checkpoints[-1][0] if checkpoints else 0,
+        "steps": config.get("train", {}).get("steps"),
+        "loss": last.get("loss"),
+        "img_per_s": last.get("img_per_s"),
+        "checkpoints": [str(p) for _, p in checkpoints],
+        "snapshots": [str(p) for _, p in list_snapshots(run_dir)],
+        "evolution": str(run_dir / "evolution.png") if (run_dir / "evolution.png").is_file() else None,
+        "config": config,
+        "command": record.get("command"),
+        "versions": record.get("versions"),
+        "git_commit": record.get("git_commit"),
+        "metrics_logged": len(metrics),
+    }
+    if checkpoints:
+        info["model"] = describe_model(checkpoints[-1][1])
+    return info
+
+
+def list_runs(root: Path) -> list[dict[str, Any]]:
+    runs = []
+    if root.is_dir():
+        for child in sorted(root.iterdir()):
+            if (child / RUN_CONFIG).is_file() or (child / "checkpoints").is_dir():
+                info = describe_run(child)
+                info["updated"] = datetime.fromtimestamp(child.stat().st_mtime).isoformat(timespec="seconds")
+                runs.append({k: info[k] for k in ("run_dir", "preset", "step", "steps", "loss", "updated")})
+    return runs
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@handles_errors
+def inspect_command(
+    ref: Optional[str] = typer.Argument(None, help="Run directory, model folder or bundled model (default: list ./runs)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Show a run or model: config, parameters, schedule, progress, snapshots. With no REF, list ./runs."""
+    from rich.table import Table
+
+    if ref is None:
+        runs = list_runs(Path("runs"))
+        if as_json:
+            typer.echo(json.dumps(runs, indent=2))
+            return
+        if not runs:
+            console.print("no runs under ./runs; start one with `tinydiff train`")
+            return
+        table = Table("run", "preset", "step", "loss", "updated")
+        for r in runs:
+            table.add_row(r["run_dir"], _fmt(r["preset"]), f"{r['step']}/{_fmt(r['steps'])}", _fmt(r["loss"]), r["updated"])
+        console.print(table)
+        return
+
+    path = Path(ref).expanduser()
+    if path.is_dir() and not is_model_folder(path) and ((path / RUN_CONFIG).is_file() or (path / "checkpoints").is_dir()):
+        info = describe_run(path)
+    else:
+        info = describe_model(resolve_model_ref(ref))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    model = info.get("model", info if "parameters" in info else None)
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    if "run_dir" in info:
+        table.add_row("run", info["run_dir"])
+        table.add_row("preset", _fmt(info["preset"]))
+        table.add_row("progress", f"step {info['step']} of {_fmt(info['steps'])}, loss {_fmt(info['loss'])}, "
+                      f"{_fmt(info['img_per_s'])} img/s")  # fmt: skip
+        table.add_row("checkpoints", str(len(info["checkpoints"])) + (f" (newest {info['checkpoints'][-1]})" if info["checkpoints"] else ""))
+        table.add_row("snapshots", str(len(info["snapshots"])) + (f", evolution: {info['evolution']}" if info["evolution"] else ""))
+    if model:
+        m, s = model["model"], model["schedule"]
+        table.add_row("model", model["path"])
+        table.add_row("parameters", f"{model['parameters']:,}")
+        table.add_row("unet", f"channels {m['base_channels']} x {m['channel_mult']}, {m['num_res_blocks']} res blocks/level, "
+                      f"attention at {m['attention_resolutions'] or 'none'}, time embedding {'on' if m['time_embedding'] else 'off'}, "
+                      f"resampling {'on' if m['resample'] else 'off'}")  # fmt: skip
+        table.add_row("schedule", f"{s['name']}, T={s['num_steps']}" + (f", {s['options']}" if s["options"] else ""))
+        table.add_row("objective", model["diffusion"]["objective"])
+        if model.get("training"):
+            table.add_row("trained", ", ".join(f"{k} {_fmt(v)}" for k, v in model["training"].items()))
+    console.print(table)

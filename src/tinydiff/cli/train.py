@@ -1,0 +1,122 @@
+"""``tinydiff train``: resolve the config, then run :func:`tinydiff.train.train` under a Rich progress bar."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ..config import Config, merge, resolve_config
+from ..errors import TinyDiffError
+from .output import err_console, handles_errors
+
+# flags that may change when resuming; everything else comes from the run's config.json
+RESUMABLE = {"steps", "sample_every", "checkpoint_every", "device", "data_dir"}
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    """Command-line flags that were given, as a nested config dict."""
+    out: dict[str, Any] = {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key == "schedule":
+            out = merge(out, {"schedule": {"name": value}})
+        else:
+            out = merge(out, {"train": {key: value}})
+    return out
+
+
+def _resume_config(run_dir: Path, overrides: dict[str, Any], preset: str | None, config_file: Path | None) -> Config:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise TinyDiffError(f"--resume: {run_dir} is not a run directory (no config.json); start it without --resume")
+    changed = sorted(set(overrides.get("train", {})) - RESUMABLE) + (["schedule"] if "schedule" in overrides else [])
+    if preset or config_file:
+        changed.insert(0, "preset" if preset else "config")
+    if changed:
+        raise TinyDiffError(
+            f"--resume keeps the run's own config; drop --{changed[0].replace('_', '-')} "
+            "(only --steps, --sample-every, --checkpoint-every, --device and --data-dir may change)"
+        )
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise TinyDiffError(f"{path} is corrupted; it cannot be resumed") from None
+    return Config.model_validate(merge(saved, overrides))
+
+
+@handles_errors
+def train_command(
+    preset: Optional[str] = typer.Option(None, "--preset", help="Bundled preset: stage1, stage2, stage3 (default)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file overriding the preset."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="Noise schedule name (see `tinydiff plugins --all`)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps to train for."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (AdamW)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder holding MNIST/raw (default: $TINYDIFF_DATA_DIR)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: runs/<preset>-<time>)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or mps."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data order and noise."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its newest checkpoint."),
+    sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Steps between sample snapshots."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metrics lines."),
+) -> None:
+    """Train a diffusion model on MNIST; the run is tracked in --run-dir."""
+    overrides = _overrides(
+        schedule=schedule, steps=steps, batch_size=batch_size, lr=lr, data_dir=data_dir, device=device,
+        seed=seed, sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every,
+    )  # fmt: skip
+    if resume:
+        if run_dir is None:
+            raise TinyDiffError("--resume needs --run-dir: the run to continue")
+        config = _resume_config(run_dir, overrides, preset, config_file)
+    else:
+        config = resolve_config(preset, config_file, overrides)
+        run_dir = run_dir or Path("runs") / f"{config.preset}-{datetime.now():%Y%m%d-%H%M%S}"
+
+    from ..train import train  # torch is imported only now
+
+    with TrainProgress() as progress:
+        result = train(config, run_dir, resume=resume, command=["tinydiff", *sys.argv[1:]], callback=progress)
+    loss = f"{result.loss:.4f}" if result.loss is not None else "n/a"
+    err_console.print(f"done: step {result.step}, loss {loss}; samples in {run_dir}/samples, evolution in {run_dir}/evolution.png")
+    err_console.print(f"next: tinydiff sample --model {run_dir}")
+
+
+class TrainProgress:
+    """A Rich progress bar fed by the training loop's callback events."""
+
+    def __enter__(self) -> "TrainProgress":
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False,
+        )  # fmt: skip
+        self.progress.__enter__()
+        self.task = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "start":
+            params = event["parameters"] / 1e6
+            self.progress.console.print(
+                f"training {params:.2f}M parameters on {event['device']} into {event['run_dir']}"
+                + (f" (resuming at step {event['step']})" if event["step"] else "")
+            )
+            self.task = self.progress.add_task("train", total=event["total"], completed=event["step"], stats="")
+        elif kind == "log" and self.task is not None:
+            stats = f"loss {event['loss']:.4f}  {event['img_per_s']:.0f} img/s"
+            self.progress.update(self.task, stats=stats)
+        elif kind == "step" and self.task is not None:
+            self.progress.update(self.task, completed=event["step"])

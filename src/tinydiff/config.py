@@ -1,0 +1,188 @@
+"""Configuration as pydantic models (``extra="forbid"``), and presets as TOML files.
+
+A training run resolves its config in layers: the preset (``presets/<name>.toml``),
+then ``--config FILE.toml``, then command-line flags. Every field says why it has
+its default. Names (schedule, blocks) are checked against the plugin registries
+when the run starts, not here, so this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import TinyDiffError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_PRESET = "stage3"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BlockNames(_Strict):
+    """Registry names of the UNet's building blocks; swap one to try a new block."""
+
+    res: str = "resblock"  # residual block: (in_ch, out_ch, *, emb_channels, dropout, groups)
+    down: str = "downsample"  # halves the resolution: (channels)
+    up: str = "upsample"  # doubles the resolution: (channels)
+    attention: str = "attention"  # self-attention: (channels, *, heads, groups)
+
+
+class ModelConfig(_Strict):
+    """The UNet (Ronneberger et al. 2015, as used by Ho et al. 2020)."""
+
+    image_size: int = Field(28, gt=0)  # MNIST digits are 28x28
+    in_channels: int = Field(1, gt=0)  # grayscale
+    base_channels: int = Field(32, gt=0)  # width of the first level; MNIST needs little
+    channel_mult: list[int] = Field(default_factory=lambda: [1, 2, 2], min_length=1)  # per level: 28, 14, 7
+    num_res_blocks: int = Field(2, gt=0)  # residual blocks per level on the way down
+    attention_resolutions: list[int] = Field(default_factory=lambda: [7])  # attention only where it is cheap
+    heads: int = Field(4, gt=0)  # attention heads
+    groups: int = Field(8, gt=0)  # GroupNorm groups; must divide every level's width
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # MNIST rarely overfits in the budgets we train
+    time_embedding: bool = True  # milestone 2: sinusoidal timestep embeddings (Vaswani et al. 2017)
+    resample: bool = True  # milestone 3: down/up-sampling between levels
+    blocks: BlockNames = Field(default_factory=BlockNames)
+
+
+class ScheduleConfig(_Strict):
+    """The forward process: which betas, over how many steps."""
+
+    name: str = "linear"  # registry name; linear as in Ho et al. (2020), cosine is the usual upgrade
+    num_steps: int = Field(1000, gt=0)  # T, as in Ho et al. (2020)
+    options: dict[str, float] = Field(default_factory=dict)  # keyword arguments of the schedule function
+
+
+class DiffusionConfig(_Strict):
+    """What the network predicts."""
+
+    objective: Literal["epsilon", "v", "x0"] = "epsilon"  # epsilon: Ho et al. 2020; v: Salimans & Ho 2022
+
+
+class TrainConfig(_Strict):
+    """The training loop (see ``tinydiff.train``)."""
+
+    steps: int = Field(20_000, gt=0)  # optimizer steps
+    batch_size: int = Field(128, gt=0)  # images per step
+    lr: float = Field(2e-4, gt=0)  # AdamW peak learning rate
+    weight_decay: float = Field(0.0, ge=0)  # decoupled; EMA already regularises
+    warmup_steps: int = Field(200, ge=0)  # linear warm-up avoids early instability
+    lr_schedule: Literal["constant", "cosine"] = "cosine"  # decay after warm-up
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine decays to this fraction of lr
+    grad_clip: float = Field(1.0, gt=0)  # max global gradient norm
+    ema_decay: float = Field(0.999, ge=0, lt=1)  # EMA of weights, what sampling uses
+    seed: int = Field(0, ge=0)  # model init, data order and noise all derive from it
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda when present
+    data_dir: str | None = None  # folder holding MNIST/raw; default TINYDIFF_DATA_DIR, else a cache
+    log_every: int = Field(50, gt=0)  # steps between metrics.jsonl lines
+    sample_every: int = Field(1000, gt=0)  # steps between sample snapshots
+    checkpoint_every: int = Field(1000, gt=0)  # steps between checkpoints
+    sample_num: int = Field(16, gt=0, le=256)  # images per snapshot, always the same seeds
+    sample_steps: int | None = Field(100, gt=0)  # sampler steps for snapshots (None: all T)
+
+
+class Config(_Strict):
+    """Everything a training run needs; saved as the run's ``config.json``."""
+
+    preset: str | None = None
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+class SampleConfig(_Strict):
+    """How ``tinydiff sample`` draws images."""
+
+    num: int = Field(16, gt=0, le=4096)
+    sampler: str = "ddpm"
+    steps: int | None = Field(None, gt=0)  # None: the sampler's default (all T for ddpm)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
+
+
+# -- presets and TOML -----------------------------------------------------------
+
+
+def preset_names() -> list[str]:
+    files = resources.files("tinydiff").joinpath("presets").iterdir()
+    return sorted(f.name[: -len(".toml")] for f in files if f.name.endswith(".toml"))
+
+
+def _read_toml(text: str, where: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TinyDiffError(f"{where} is not valid TOML: {exc}") from None
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The raw settings of a bundled preset."""
+    from .plugins import unknown_name_message
+
+    names = preset_names()
+    if name not in names:
+        raise TinyDiffError(unknown_name_message("preset", name, names))
+    text = resources.files("tinydiff").joinpath("presets", f"{name}.toml").read_text(encoding="utf-8")
+    return _read_toml(text, f"preset {name!r}")
+
+
+def load_toml_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise TinyDiffError(f"config file {str(path)!r} does not exist; pass a TOML file to --config")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TinyDiffError(f"cannot read config file {str(path)!r}: {exc}") from None
+    return _read_toml(text, f"config file {str(path)!r}")
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base`` (tables merge, values replace)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Preset, then TOML file, then overrides (``{"train": {"steps": 10}}``), validated."""
+    name = preset or DEFAULT_PRESET
+    data = load_preset(name)
+    if config_file is not None:
+        data = merge(data, load_toml_file(config_file))
+    data = merge(data, overrides or {})
+    data.setdefault("preset", name)
+    return Config.model_validate(data)
+
+
+def format_validation_error(exc: ValidationError, source: str = "config") -> str:
+    """One line from a pydantic error: where, what, and the offending value."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check its spelling; see docs/cli.md for the keys)"
+    value = err.get("input")
+    shown = "" if err["type"] in ("extra_forbidden", "missing") else f" (got {value!r})"
+    more = len(exc.errors()) - 1
+    tail = f"; and {more} more problem{'s' if more > 1 else ''}" if more else ""
+    return f"invalid {source}: {loc}: {msg}{shown}{tail}"

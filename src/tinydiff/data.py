@@ -1,0 +1,187 @@
+"""MNIST from its original IDX files, held in memory as one uint8 tensor.
+
+The data folder is ``--data-dir``, else ``TINYDIFF_DATA_DIR``, else a user cache
+folder. It holds ``MNIST/raw/*.gz`` (torchvision's layout), or the four ``.gz``
+files directly. Missing files are downloaded from torchvision's mirrors.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import TinyDiffError
+
+FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+ALL_FILES = [name for pair in FILES.values() for name in pair]
+
+
+def default_data_dir() -> Path:
+    """``TINYDIFF_DATA_DIR`` if set, else ``$XDG_CACHE_HOME/tinydiff/data`` (``~/.cache/tinydiff/data``)."""
+    env = os.environ.get("TINYDIFF_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "tinydiff" / "data"
+
+
+def _raw_dir(root: Path, split: str) -> Path | None:
+    """The folder holding the split's files: ``root/MNIST/raw`` or ``root`` itself."""
+    for candidate in (root / "MNIST" / "raw", root):
+        if all((candidate / name).is_file() for name in FILES[split]):
+            return candidate
+    return None
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Read a gzipped IDX file (LeCun et al. 1998): big-endian magic and sizes, then uint8 data."""
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise TinyDiffError(f"cannot read {path}: {exc}; delete it so it is downloaded again") from None
+    if len(data) < 8:
+        raise TinyDiffError(f"{path} is truncated; delete it so it is downloaded again")
+    magic, count = struct.unpack(">II", data[:8])
+    dims = {2049: (count,), 2051: (count, *struct.unpack(">II", data[8:16]))}.get(magic)
+    if dims is None:
+        raise TinyDiffError(f"{path} is not an MNIST IDX file (magic number {magic})")
+    offset = 8 + 4 * (len(dims) - 1)
+    size = 1
+    for d in dims:
+        size *= d
+    if len(data) - offset != size:
+        raise TinyDiffError(f"{path} holds {len(data) - offset} bytes of data, expected {size}; it is corrupted")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=offset).reshape(dims)
+
+
+def load_mnist(data_dir: str | Path | None = None, *, split: str = "train", download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST images as uint8 ``[N, 28, 28]`` and labels as int64 ``[N]``; downloads them when missing."""
+    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    explicit = data_dir is not None or "TINYDIFF_DATA_DIR" in os.environ
+    if root.exists() and not root.is_dir():
+        raise TinyDiffError(f"data directory {str(root)!r} is a file; point --data-dir at a folder")
+    if explicit and not root.exists():
+        raise TinyDiffError(
+            f"data directory {str(root)!r} does not exist; create it (MNIST is then downloaded into it) "
+            "or point --data-dir / TINYDIFF_DATA_DIR at the folder holding MNIST/raw"
+        )
+    if root.exists() and not os.access(root, os.R_OK | os.X_OK):
+        raise TinyDiffError(f"data directory {str(root)!r} is not readable; fix its permissions or use another --data-dir")
+    raw = _raw_dir(root, split)
+    if raw is None:
+        if not download:
+            raise TinyDiffError(missing_files_message(root))
+        raw = download_mnist(root)
+    images_file, labels_file = FILES[split]
+    images, labels = read_idx(raw / images_file), read_idx(raw / labels_file)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise TinyDiffError(f"MNIST files in {raw} do not match: {tuple(images.shape)} images, {tuple(labels.shape)} labels")
+    return images, labels.long()
+
+
+def missing_files_message(root: Path) -> str:
+    return (
+        f"MNIST is not in {root} and could not be downloaded; place {', '.join(ALL_FILES)} "
+        f"in {root / 'MNIST' / 'raw'} (or set TINYDIFF_DATA_DIR to a folder that holds MNIST/raw)"
+    )
+
+
+def mirrors() -> list[str]:
+    """torchvision's MNIST mirrors (imported lazily: torchvision is slow to import)."""
+    try:
+        from torchvision.datasets import MNIST
+
+        return list(MNIST.mirrors)
+    except Exception:  # torchvision missing or changed: its long-standing mirrors
+        return ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"]
+
+
+def download_mnist(root: Path) -> Path:
+    """Fetch the four files into ``root/MNIST/raw``, each checked by md5 and written atomically."""
+    import urllib.request
+
+    raw = root / "MNIST" / "raw"
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TinyDiffError(f"cannot create {raw} to download MNIST into: {exc}; use another --data-dir") from None
+    for name in ALL_FILES:
+        target = raw / name
+        if target.is_file():
+            continue
+        for mirror in mirrors():
+            try:
+                with urllib.request.urlopen(mirror + name, timeout=30) as response:
+                    payload = response.read()
+            except Exception:
+                continue
+            if hashlib.md5(payload).hexdigest() != MD5[name]:
+                continue
+            fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{name}.")
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+            os.replace(tmp, target)
+            break
+        else:
+            raise TinyDiffError(missing_files_message(root))
+    return raw
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, H, W] in 0..255 -> float [N, 1, H, W] in [-1, 1], the range the model sees."""
+    return images.unsqueeze(1).float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [N, 1, H, W] in [-1, 1] -> uint8 [N, H, W]."""
+    return ((x.squeeze(1).clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu()
+
+
+class BatchSampler:
+    """Shuffled batches, a fresh permutation each epoch, from its own generator; its state resumes exactly."""
+
+    def __init__(self, size: int, batch_size: int, *, seed: int) -> None:
+        self.size = size
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0
+        self.position = 0
+        self.order = torch.randperm(size, generator=self.generator)
+
+    def next(self) -> torch.Tensor:
+        """Indices of the next batch; an epoch's last, short batch is dropped."""
+        if self.position + self.batch_size > self.size:
+            self.order = torch.randperm(self.size, generator=self.generator)
+            self.epoch += 1
+            self.position = 0
+        idx = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return idx
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {
+            "order": self.order.clone(),
+            "rng": self.generator.get_state(),
+            "counters": torch.tensor([self.epoch, self.position], dtype=torch.int64),
+        }
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.order = state["order"].clone()
+        self.generator.set_state(state["rng"])
+        self.epoch, self.position = (int(v) for v in state["counters"])

@@ -1,0 +1,86 @@
+"""The forward process q(x_t | x_0) and the training objective (Ho et al. 2020).
+
+The network may predict epsilon (Ho et al. 2020), x_0, or v (Salimans & Ho
+2022); :class:`Denoiser` converts whichever it predicts to epsilon, the one
+calling convention every sampler uses.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .schedules import NoiseSchedule
+
+
+def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Ho et al. 2020, eq. 4)."""
+    a = schedule.gather(schedule.sqrt_alphas_cumprod, t, x0.ndim)
+    s = schedule.gather(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim)
+    return a * x0 + s * noise
+
+
+def q_mean_variance(x0: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of q(x_t | x_0): sqrt(alpha_bar_t) x_0 and 1 - alpha_bar_t."""
+    mean = schedule.gather(schedule.sqrt_alphas_cumprod, t, x0.ndim) * x0
+    var = 1.0 - schedule.gather(schedule.alphas_cumprod, t, x0.ndim)
+    return mean, var.expand_as(x0)
+
+
+# -- objectives: what the network is trained to output ----------------------------
+# target(x0, noise, a, s) with a = sqrt(alpha_bar_t), s = sqrt(1 - alpha_bar_t)
+_TARGETS: dict[str, Callable[..., torch.Tensor]] = {
+    "epsilon": lambda x0, noise, a, s: noise,
+    "x0": lambda x0, noise, a, s: x0,
+    "v": lambda x0, noise, a, s: a * noise - s * x0,  # Salimans & Ho (2022), sec. 4
+}
+# eps(output, x_t, a, s): the epsilon implied by the network's output
+_TO_EPS: dict[str, Callable[..., torch.Tensor]] = {
+    "epsilon": lambda out, x_t, a, s: out,
+    "x0": lambda out, x_t, a, s: (x_t - a * out) / s,
+    "v": lambda out, x_t, a, s: s * x_t + a * out,
+}
+
+
+def training_loss(
+    model: nn.Module,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    objective: str = "epsilon",
+) -> torch.Tensor:
+    """L_simple: the MSE between the network's output and its target at x_t (Ho et al. 2020, eq. 14)."""
+    a = schedule.gather(schedule.sqrt_alphas_cumprod, t, x0.ndim)
+    s = schedule.gather(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim)
+    x_t = a * x0 + s * noise
+    output = model(x_t, t)
+    target = _TARGETS[objective](x0, noise, a, s)
+    return torch.mean((output.float() - target) ** 2)
+
+
+class Denoiser:
+    """Wraps a network into eps(x_t, t), whatever its objective; samplers see only this."""
+
+    def __init__(self, model: nn.Module, schedule: NoiseSchedule, *, objective: str = "epsilon") -> None:
+        self.model = model
+        self.schedule = schedule
+        self.objective = objective
+        self.evaluations = 0  # network evaluations, for speed reports
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.evaluations += 1
+        out = self.model(x_t, t).float()
+        a = self.schedule.gather(self.schedule.sqrt_alphas_cumprod, t, x_t.ndim)
+        s = self.schedule.gather(self.schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        return _TO_EPS[self.objective](out, x_t, a, s)
+
+
+def predict_x0(eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    """x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) (Ho et al. 2020, eq. 4 solved for x_0)."""
+    a = schedule.gather(schedule.sqrt_alphas_cumprod, t, x_t.ndim)
+    s = schedule.gather(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+    return (x_t - s * eps) / a

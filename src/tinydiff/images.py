@@ -1,0 +1,132 @@
+"""Image output without extra dependencies: grids, PNG files, labelled sheets and a terminal preview.
+
+Images are numpy uint8 arrays, ``[N, H, W]`` (grayscale, 0 = black background).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def make_grid(images: np.ndarray, *, nrow: int | None = None, padding: int = 2, pad_value: int = 0) -> np.ndarray:
+    """Tile ``[N, H, W]`` images into one ``[rows*(H+p)+p, nrow*(W+p)+p]`` image, row by row."""
+    n, h, w = images.shape
+    nrow = nrow or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / nrow))
+    grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding), pad_value, dtype=np.uint8)
+    for k in range(n):
+        r, c = divmod(k, nrow)
+        y, x = padding + r * (h + padding), padding + c * (w + padding)
+        grid[y : y + h, x : x + w] = images[k]
+    return grid
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """An 8-bit grayscale PNG (ISO/IEC 15948) of a ``[H, W]`` uint8 array."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    h, w = image.shape
+    raw = b"".join(b"\x00" + image[y].tobytes() for y in range(h))  # filter type 0 per row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Read back a PNG written by :func:`encode_png` (8-bit grayscale, filter 0) for tests and tools."""
+    pos, idat, size = 8, b"", (0, 0)
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            size = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    w, h = size
+    rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(h, w + 1)
+    return rows[:, 1:].copy()
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    write_atomic(path, encode_png(image))
+
+
+# A 3x5 pixel font for the step labels of the evolution sheet.
+_FONT = {
+    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
+    "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001010010010",
+    "8": "111101111101111", "9": "111101111001111", "k": "100101110101101", " ": "000000000000000",
+}  # fmt: skip
+
+
+def render_text(text: str, *, scale: int = 2, value: int = 255) -> np.ndarray:
+    """Draw digits (and 'k') with the 3x5 font: a small label image."""
+    glyphs = [np.array([int(b) for b in _FONT.get(ch, _FONT[" "])], dtype=np.uint8).reshape(5, 3) for ch in text]
+    spaced = [np.pad(g, ((0, 0), (0, 1))) for g in glyphs]
+    img = np.concatenate(spaced, axis=1)[:, :-1] * value
+    return np.kron(img, np.ones((scale, scale), dtype=np.uint8))
+
+
+def step_label(step: int) -> str:
+    return f"{step // 1000}k" if step >= 10_000 and step % 1000 == 0 else str(step)
+
+
+def evolution_sheet(snapshots: Sequence[tuple[int, np.ndarray]], *, max_columns: int = 8, gap: int = 6) -> np.ndarray:
+    """Snapshot grids side by side, each under its step number: how the model grew."""
+    if len(snapshots) > max_columns:  # keep the first and last, evenly spaced between
+        picks = np.linspace(0, len(snapshots) - 1, max_columns).round().astype(int)
+        snapshots = [snapshots[i] for i in sorted(set(picks))]
+    h = max(grid.shape[0] for _, grid in snapshots)
+    label_h = 14
+    columns = []
+    for step, grid in snapshots:
+        col = np.zeros((label_h + h, grid.shape[1]), dtype=np.uint8)
+        label = render_text(step_label(step))[:, : grid.shape[1]]
+        x = (grid.shape[1] - label.shape[1]) // 2
+        col[2 : 2 + label.shape[0], x : x + label.shape[1]] = label
+        col[label_h : label_h + grid.shape[0]] = grid
+        columns.append(col)
+        columns.append(np.full((label_h + h, gap), 64, dtype=np.uint8))
+    return np.concatenate(columns[:-1], axis=1)
+
+
+def terminal_preview(image: np.ndarray, *, max_width: int = 80) -> "list":
+    """Rich ``Text`` lines drawing an image with half blocks: each character is two pixels tall."""
+    from rich.style import Style
+    from rich.text import Text
+
+    while image.shape[1] > max_width and image.shape[1] >= 4:
+        h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+        image = image[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)).astype(np.uint8)
+    if image.shape[0] % 2:
+        image = np.pad(image, ((0, 1), (0, 0)))
+    lines = []
+    for y in range(0, image.shape[0], 2):
+        line = Text()
+        for top, bottom in zip(image[y], image[y + 1]):
+            line.append("▀", Style(color=f"rgb({top},{top},{top})", bgcolor=f"rgb({bottom},{bottom},{bottom})"))
+        lines.append(line)
+    return lines

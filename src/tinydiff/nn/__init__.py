@@ -1,0 +1,1 @@
+"""Neural network pieces: timestep embeddings, UNet blocks and the UNet itself."""

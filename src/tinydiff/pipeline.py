@@ -1,0 +1,72 @@
+"""A loaded model ready to sample: the Python API behind ``tinydiff sample``.
+
+    from tinydiff import Pipeline
+    pipe = Pipeline.from_ref("runs/first")              # run dir, model folder or bundled name
+    images = pipe.sample(16, seed=0, sampler="ddpm")     # uint8 [16, 28, 28]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .checkpoint import ModelFolderConfig, load_model_folder, resolve_model_ref
+from .data import to_uint8
+from .diffusion import Denoiser
+from .errors import TinyDiffError
+from .plugins import get_sampler
+from .schedules import NoiseSchedule
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU; an unavailable device is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TinyDiffError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise TinyDiffError("--device mps was asked for, but MPS is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+class Pipeline:
+    """A network, its noise schedule and its objective, as saved in one model folder."""
+
+    def __init__(self, config: ModelFolderConfig, model: torch.nn.Module, *, path: Path | None = None) -> None:
+        self.config = config
+        self.model = model
+        self.path = path
+        self.device = next(model.parameters()).device
+        self.schedule = NoiseSchedule.from_name(config.schedule.name, config.schedule.num_steps, **config.schedule.options)
+
+    @classmethod
+    def from_ref(cls, ref: str | None = None, *, device: str = "cpu") -> "Pipeline":
+        """Load a run directory (its newest checkpoint), a model folder, or a bundled model (``None``: the default)."""
+        folder = resolve_model_ref(ref)
+        config, model = load_model_folder(folder, device=resolve_device(device))
+        return cls(config, model, path=folder)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num: int,
+        *,
+        seed: int = 0,
+        sampler: str = "ddpm",
+        steps: int | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> torch.Tensor:
+        """Draw ``num`` images as uint8 ``[num, H, W]``; the same seed gives the same images on CPU."""
+        fn = get_sampler(sampler)
+        cfg = self.config.model
+        generator = torch.Generator(self.device).manual_seed(seed)
+        x_T = torch.randn((num, cfg.in_channels, cfg.image_size, cfg.image_size), generator=generator, device=self.device)
+        denoiser = Denoiser(self.model, self.schedule, objective=self.config.diffusion.objective)
+        x0 = fn(denoiser, x_T, self.schedule, steps=steps, generator=generator, callback=callback)
+        return to_uint8(x0)

@@ -1,0 +1,257 @@
+"""The training loop: one function, UI-free, reporting progress through a callback.
+
+    tinydiff train                                   # stage3 preset, MNIST, tracked in runs/<name>
+    tinydiff train --preset stage1 --steps 2000      # the milestone story, stage by stage
+    tinydiff train --run-dir runs/x --resume         # continue from the newest checkpoint
+
+AdamW with linear warm-up and cosine decay, gradient clipping, an EMA of the
+weights (what sampling uses), bf16 autocast on CUDA. Model init, data order and
+noise each come from their own seeded generator, all saved in the checkpoint,
+so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import __version__
+from .checkpoint import (
+    STATE_FILE,
+    ModelFolderConfig,
+    list_checkpoints,
+    model_folder_files,
+    read_safetensors,
+    step_dir_name,
+    write_folder_atomic,
+)
+from .config import Config
+from .data import BatchSampler, load_mnist, to_model_range, to_uint8
+from .diffusion import Denoiser, training_loss
+from .errors import TinyDiffError
+from .images import make_grid
+from .nn.unet import UNet, count_parameters
+from .pipeline import resolve_device
+from .plugins import get_sampler
+from .schedules import NoiseSchedule
+from .tracking import RunTracker
+
+Callback = Callable[[dict[str, Any]], None]
+SNAPSHOT_SEED = 1234  # the same starting noise for every snapshot of every run
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    loss: float | None
+    checkpoint: Path | None
+
+
+def learning_rate(step: int, cfg: Config) -> float:
+    """Linear warm-up to ``lr``, then constant or cosine decay to ``min_lr_ratio * lr``."""
+    t = cfg.train
+    if t.warmup_steps and step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.lr_schedule == "constant":
+        return t.lr
+    progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
+    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    """EMA of weights with a warm-up, min(decay, (1 + n) / (10 + n)) (Tarvainen & Valpola 2017)."""
+    d = min(decay, (1 + step) / (10 + step))
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - d)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+class Trainer:
+    """Holds the state of one run: network, EMA, optimizer, data order, RNGs."""
+
+    def __init__(self, config: Config, run_dir: Path) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        t = config.train
+        self.device = resolve_device(t.device)
+        get_sampler("ddpm")  # fail early if the snapshot sampler is missing
+        self.schedule = NoiseSchedule.from_name(config.schedule.name, config.schedule.num_steps, **config.schedule.options)
+        torch.manual_seed(t.seed)
+        self.model = UNet(config.model).to(self.device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.images, _ = load_mnist(t.data_dir, split="train")
+        if t.batch_size > len(self.images):
+            raise TinyDiffError(f"--batch-size {t.batch_size} is larger than the {len(self.images)} training images")
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999),
+            fused=self.device.type == "cuda",
+        )  # fmt: skip
+        self.batches = BatchSampler(len(self.images), t.batch_size, seed=t.seed + 1)
+        self.noise = torch.Generator(self.device).manual_seed(t.seed + 2)
+        self.step = 0
+
+    # -- one step ---------------------------------------------------------------
+    def train_step(self) -> torch.Tensor:
+        t = self.config.train
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, self.config)
+        x0 = to_model_range(self.images[self.batches.next()]).to(self.device, non_blocking=True)
+        timesteps = torch.randint(0, self.schedule.num_steps, (x0.shape[0],), generator=self.noise, device=self.device)
+        noise = torch.randn(x0.shape, generator=self.noise, device=self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            loss = training_loss(self.model, x0, timesteps, noise, self.schedule, objective=self.config.diffusion.objective)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        update_ema(self.ema, self.model, self.step, t.ema_decay)
+        self.step += 1
+        return torch.stack([loss.detach(), grad_norm.detach()])
+
+    # -- snapshots and checkpoints -----------------------------------------------
+    @torch.no_grad()
+    def snapshot(self) -> torch.Tensor:
+        """Samples from the EMA weights, always from the same noise: uint8 [N, H, W]."""
+        cfg, t = self.config.model, self.config.train
+        gen = torch.Generator("cpu").manual_seed(SNAPSHOT_SEED)
+        x_T = torch.randn((t.sample_num, cfg.in_channels, cfg.image_size, cfg.image_size), generator=gen).to(self.device)
+        denoiser = Denoiser(self.ema, self.schedule, objective=self.config.diffusion.objective)
+        sampler_gen = torch.Generator(self.device).manual_seed(SNAPSHOT_SEED + 1)
+        x0 = get_sampler("ddpm")(denoiser, x_T, self.schedule, steps=t.sample_steps, generator=sampler_gen)
+        return to_uint8(x0)
+
+    def model_folder_config(self, loss: float | None) -> ModelFolderConfig:
+        return ModelFolderConfig(
+            tinydiff_version=__version__,
+            model=self.config.model,
+            schedule=self.config.schedule,
+            diffusion=self.config.diffusion,
+            training={"step": self.step, "steps": self.config.train.steps, "run": self.run_dir.name,
+                      "preset": self.config.preset, "loss": loss},
+        )  # fmt: skip
+
+    def training_state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """Everything beyond the EMA weights that an exact resume needs, as flat tensors plus JSON metadata."""
+        tensors: dict[str, torch.Tensor] = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        for index, state in opt["state"].items():
+            for key, value in state.items():
+                tensors[f"optim/{index}/{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        for key, value in self.batches.state().items():
+            tensors[f"data/{key}"] = value
+        tensors["rng/torch"] = torch.get_rng_state()
+        tensors["rng/noise"] = self.noise.get_state()
+        if self.device.type == "cuda":
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
+        tensors["step"] = torch.tensor(self.step, dtype=torch.int64)
+        meta = {"param_groups": json.dumps(opt["param_groups"]), "format": "1"}
+        return tensors, meta
+
+    def save_checkpoint(self, loss: float | None) -> Path:
+        from safetensors.torch import save
+
+        tensors, meta = self.training_state()
+        files = model_folder_files(self.model_folder_config(loss), self.ema.state_dict())
+        files[STATE_FILE] = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta)
+        target = self.run_dir / "checkpoints" / step_dir_name(self.step)
+        write_folder_atomic(target, files)
+        return target
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Restore weights, EMA, optimizer, data order and RNGs from a checkpoint folder."""
+        from safetensors import safe_open
+
+        state = read_safetensors(folder / STATE_FILE)
+        ema = read_safetensors(folder / "model.safetensors")
+        try:
+            self.model.load_state_dict({k[len("model/"):]: v for k, v in state.items() if k.startswith("model/")})
+            self.ema.load_state_dict(ema)
+            with safe_open(str(folder / STATE_FILE), framework="pt") as f:
+                param_groups = json.loads(f.metadata()["param_groups"])
+            opt_state: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in state.items():
+                if key.startswith("optim/"):
+                    _, index, name = key.split("/", 2)
+                    opt_state.setdefault(int(index), {})[name] = value
+            self.optimizer.load_state_dict({"state": opt_state, "param_groups": param_groups})
+            self.batches.load_state({k[len("data/"):]: v for k, v in state.items() if k.startswith("data/")})
+            torch.set_rng_state(state["rng/torch"])
+            self.noise.set_state(state["rng/noise"])
+            if "rng/cuda" in state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng/cuda"], self.device)
+            self.step = int(state["step"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise TinyDiffError(f"cannot resume from {folder}: {str(exc).splitlines()[0]}; it does not match this config") from None
+
+
+def train(
+    config: Config,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    command: list[str] | None = None,
+    callback: Callback | None = None,
+) -> TrainResult:
+    """Train a DDPM on MNIST into ``run_dir``; ``resume`` continues from its newest checkpoint."""
+    run_dir = Path(run_dir)
+    emit = callback or (lambda event: None)
+    t = config.train
+    checkpoints = list_checkpoints(run_dir)
+    if resume:
+        resumable = [(s, p) for s, p in checkpoints if (p / STATE_FILE).is_file()]
+        if not resumable:
+            raise TinyDiffError(f"--resume: {run_dir} holds no checkpoint to resume from; start it without --resume")
+    elif checkpoints or (run_dir / "config.json").exists():
+        raise TinyDiffError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --run-dir")
+
+    trainer = Trainer(config, run_dir)  # validates names, architecture and data before writing anything
+    tracker = RunTracker(run_dir)
+    if resume:
+        trainer.load_checkpoint(resumable[-1][1])
+        tracker.truncate_metrics(trainer.step)
+    tracker.start(config.model_dump(mode="json"), command=command, resumed_from=trainer.step if resume else None)
+
+    emit({"event": "start", "step": trainer.step, "total": t.steps, "device": str(trainer.device),
+          "parameters": count_parameters(trainer.model), "run_dir": str(run_dir)})  # fmt: skip
+    last_loss: float | None = None
+    last_checkpoint: Path | None = resumable[-1][1] if resume else None
+    running = torch.zeros(2, device=trainer.device)
+    interval_steps, interval_start = 0, time.perf_counter()
+    while trainer.step < t.steps:
+        running += trainer.train_step()
+        interval_steps += 1
+        step = trainer.step
+        final = step == t.steps
+        if step % t.log_every == 0 or final:
+            loss, grad_norm = (running / interval_steps).tolist()
+            if not math.isfinite(loss):
+                where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved"
+                raise TinyDiffError(f"loss became {loss} by step {step}; {where}. Lower --lr or raise grad_clip")
+            elapsed = time.perf_counter() - interval_start
+            metrics = {"step": step, "loss": loss, "grad_norm": grad_norm, "lr": learning_rate(step - 1, config),
+                       "img_per_s": interval_steps * t.batch_size / max(elapsed, 1e-9), "epoch": trainer.batches.epoch}  # fmt: skip
+            tracker.log(metrics)
+            last_loss = loss
+            running.zero_()
+            interval_steps, interval_start = 0, time.perf_counter()
+            emit({"event": "log", **metrics})
+        emit({"event": "step", "step": step, "total": t.steps, "loss": last_loss})
+        if step % t.sample_every == 0 or final:
+            images = trainer.snapshot().numpy()
+            path = tracker.save_snapshot(step, make_grid(images, nrow=int(math.ceil(math.sqrt(len(images))))))
+            emit({"event": "snapshot", "step": step, "path": str(path)})
+        if step % t.checkpoint_every == 0 or final:
+            last_checkpoint = trainer.save_checkpoint(last_loss)
+            emit({"event": "checkpoint", "step": step, "path": str(last_checkpoint)})
+    emit({"event": "end", "step": trainer.step, "loss": last_loss})
+    return TrainResult(run_dir, trainer.step, last_loss, last_checkpoint)
