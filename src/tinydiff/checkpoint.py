@@ -93,7 +93,8 @@ def model_folder_files(config: ModelFolderConfig, weights: dict[str, Any]) -> di
     tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     return {
         CONFIG_FILE: (json.dumps(config.model_dump(mode="json"), indent=2) + "\n").encode(),
-        WEIGHTS_FILE: save(tensors, metadata={"format": "pt", "tinydiff_version": __version__}),
+        # one metadata key: safetensors writes several in arbitrary order, and files must be byte-reproducible
+        WEIGHTS_FILE: save(tensors, metadata={"format": "pt"}),
     }
 
 

@@ -108,7 +108,7 @@ class SampleConfig(_Strict):
     sampler: str = "ddpm"
     steps: int | None = Field(None, gt=0)  # None: the sampler's default (all T for ddpm)
     seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
 
 # -- presets and TOML -----------------------------------------------------------
@@ -165,12 +165,12 @@ def resolve_config(
     overrides: dict[str, Any] | None = None,
 ) -> Config:
     """Preset, then TOML file, then overrides (``{"train": {"steps": 10}}``), validated."""
-    name = preset or DEFAULT_PRESET
-    data = load_preset(name)
-    if config_file is not None:
-        data = merge(data, load_toml_file(config_file))
-    data = merge(data, overrides or {})
-    data.setdefault("preset", name)
+    file_data = load_toml_file(config_file) if config_file is not None else {}
+    name = preset or file_data.get("preset") or DEFAULT_PRESET  # a `preset = "..."` line in the file picks the base
+    if not isinstance(name, str):
+        raise TinyDiffError(f"invalid config: preset must be a preset name, got {name!r}")
+    data = merge(merge(load_preset(name), file_data), overrides or {})
+    data["preset"] = name
     return Config.model_validate(data)
 
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -53,13 +54,18 @@ def read_idx(path: Path) -> torch.Tensor:
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as exc:
-        raise TinyDiffError(f"cannot read {path}: {exc}; delete it so it is downloaded again") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise TinyDiffError(f"cannot read {path} ({exc}); delete it so it is downloaded again") from None
     if len(data) < 8:
         raise TinyDiffError(f"{path} is truncated; delete it so it is downloaded again")
     magic, count = struct.unpack(">II", data[:8])
-    dims = {2049: (count,), 2051: (count, *struct.unpack(">II", data[8:16]))}.get(magic)
-    if dims is None:
+    if magic == 2049:  # labels: count
+        dims: tuple[int, ...] = (count,)
+    elif magic == 2051 and len(data) >= 16:  # images: count, rows, cols
+        dims = (count, *struct.unpack(">II", data[8:16]))
+    elif magic == 2051:
+        raise TinyDiffError(f"{path} is truncated; delete it so it is downloaded again")
+    else:
         raise TinyDiffError(f"{path} is not an MNIST IDX file (magic number {magic})")
     offset = 8 + 4 * (len(dims) - 1)
     size = 1
@@ -67,6 +73,8 @@ def read_idx(path: Path) -> torch.Tensor:
         size *= d
     if len(data) - offset != size:
         raise TinyDiffError(f"{path} holds {len(data) - offset} bytes of data, expected {size}; it is corrupted")
+    if size == 0:
+        return torch.empty(dims, dtype=torch.uint8)
     return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=offset).reshape(dims)
 
 

@@ -126,9 +126,17 @@ class PluginHost:
     def load_entry_points(self) -> None:
         disabled = {p.strip() for p in os.environ.get("TINYDIFF_DISABLE_PLUGINS", "").split(",") if p.strip()}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in self.plugins:
-                continue  # the same distribution seen twice on sys.path
             dist = getattr(ep, "dist", None)
+            if ep.name in self.plugins:
+                known = self.plugins[ep.name]
+                if dist is None or known.distribution != dist.name:  # not just the same distribution seen twice
+                    warnings.warn(
+                        f"plugin {ep.name!r} of {dist.name if dist else 'an unknown distribution'} has the same "
+                        f"name as one already loaded (from {known.distribution}); it is skipped",
+                        PluginWarning,
+                        stacklevel=2,
+                    )
+                continue
             info = PluginInfo(
                 ep.name,
                 dist.version if dist else "?",

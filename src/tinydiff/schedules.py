@@ -64,7 +64,7 @@ def validate_betas(betas: object, num_steps: int, name: str = "schedule") -> tor
     if not ((betas > 0) & (betas < 1)).all():
         raise TinyDiffError(
             f"schedule {name!r} returned betas outside (0, 1): min {betas.min().item():.3g}, "
-            f"max {betas.max().item():.3g}; check its options"
+            f"max {betas.max().item():.3g}; check its options and the number of steps"
         )
     return betas
 

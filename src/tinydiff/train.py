@@ -154,7 +154,8 @@ class Trainer:
         if self.device.type == "cuda":
             tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
         tensors["step"] = torch.tensor(self.step, dtype=torch.int64)
-        meta = {"param_groups": json.dumps(opt["param_groups"]), "format": "1"}
+        # one metadata key, so the file is byte-reproducible (safetensors orders several keys arbitrarily)
+        meta = {"tinydiff": json.dumps({"format": 1, "device_type": self.device.type, "param_groups": opt["param_groups"]})}
         return tensors, meta
 
     def save_checkpoint(self, loss: float | None) -> Path:
@@ -177,7 +178,14 @@ class Trainer:
             self.model.load_state_dict({k[len("model/"):]: v for k, v in state.items() if k.startswith("model/")})
             self.ema.load_state_dict(ema)
             with safe_open(str(folder / STATE_FILE), framework="pt") as f:
-                param_groups = json.loads(f.metadata()["param_groups"])
+                meta = json.loads((f.metadata() or {})["tinydiff"])
+            saved_device = meta.get("device_type", "cpu")
+            if saved_device != self.device.type:
+                raise TinyDiffError(
+                    f"this run trained on {saved_device}; resume it with --device {saved_device} "
+                    "(its random-number state belongs to that device)"
+                )
+            param_groups = meta["param_groups"]
             opt_state: dict[int, dict[str, torch.Tensor]] = {}
             for key, value in state.items():
                 if key.startswith("optim/"):
@@ -226,7 +234,7 @@ def train(
     last_loss: float | None = None
     last_checkpoint: Path | None = resumable[-1][1] if resume else None
     running = torch.zeros(2, device=trainer.device)
-    interval_steps, interval_start = 0, time.perf_counter()
+    interval_steps, interval_start, paused = 0, time.perf_counter(), 0.0
     while trainer.step < t.steps:
         running += trainer.train_step()
         interval_steps += 1
@@ -237,15 +245,16 @@ def train(
             if not math.isfinite(loss):
                 where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved"
                 raise TinyDiffError(f"loss became {loss} by step {step}; {where}. Lower --lr or raise grad_clip")
-            elapsed = time.perf_counter() - interval_start
+            elapsed = time.perf_counter() - interval_start - paused  # snapshots and checkpoints are not training
             metrics = {"step": step, "loss": loss, "grad_norm": grad_norm, "lr": learning_rate(step - 1, config),
                        "img_per_s": interval_steps * t.batch_size / max(elapsed, 1e-9), "epoch": trainer.batches.epoch}  # fmt: skip
             tracker.log(metrics)
             last_loss = loss
             running.zero_()
-            interval_steps, interval_start = 0, time.perf_counter()
+            interval_steps, interval_start, paused = 0, time.perf_counter(), 0.0
             emit({"event": "log", **metrics})
         emit({"event": "step", "step": step, "total": t.steps, "loss": last_loss})
+        pause_start = time.perf_counter()
         if step % t.sample_every == 0 or final:
             images = trainer.snapshot().numpy()
             path = tracker.save_snapshot(step, make_grid(images, nrow=int(math.ceil(math.sqrt(len(images))))))
@@ -253,5 +262,6 @@ def train(
         if step % t.checkpoint_every == 0 or final:
             last_checkpoint = trainer.save_checkpoint(last_loss)
             emit({"event": "checkpoint", "step": step, "path": str(last_checkpoint)})
+        paused += time.perf_counter() - pause_start
     emit({"event": "end", "step": trainer.step, "loss": last_loss})
     return TrainResult(run_dir, trainer.step, last_loss, last_checkpoint)

@@ -75,6 +75,6 @@ def main(argv: list[str] | None = None) -> None:
         else:
             ctx = getattr(exc, "ctx", None)
             where = f"tinydiff {ctx.info_name}" if ctx is not None and ctx.parent is not None else "tinydiff"
-            error_line(f"{exc.format_message()}; see '{where} --help'")
+            error_line(f"{exc.format_message().rstrip('.')}; see '{where} --help'")
             code = exc.exit_code
     sys.exit(code if isinstance(code, int) else 0)

@@ -132,7 +132,7 @@ def inspect_command(
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
-    model = info.get("model", info if "parameters" in info else None)
+    model = info.get("model") if "run_dir" in info else info
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()

@@ -82,7 +82,7 @@ def sample_command(
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: all of the model's T)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same images (on CPU)."),
     out: str = typer.Option("samples.png", "--out", help="*.png grid, *.npz arrays, or a directory/ of PNGs."),
-    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or mps."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps (same seed, same images on CPU)."),
     no_preview: bool = typer.Option(False, "--no-preview", help="Do not draw the grid in the terminal."),
 ) -> None:
     """Sample images from a trained model."""

@@ -99,21 +99,22 @@ class TrainProgress:
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False,
         )  # fmt: skip
-        self.progress.__enter__()
         self.task = None
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
+        if self.task is not None:  # started only once training did: an early error stays one line
+            self.progress.__exit__(*exc)
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "start":
             params = event["parameters"] / 1e6
-            self.progress.console.print(
+            err_console.print(
                 f"training {params:.2f}M parameters on {event['device']} into {event['run_dir']}"
                 + (f" (resuming at step {event['step']})" if event["step"] else "")
             )
+            self.progress.__enter__()
             self.task = self.progress.add_task("train", total=event["total"], completed=event["step"], stats="")
         elif kind == "log" and self.task is not None:
             stats = f"loss {event['loss']:.4f}  {event['img_per_s']:.0f} img/s"

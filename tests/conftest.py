@@ -1,0 +1,80 @@
+"""Shared fixtures: MNIST from ../shared, tiny configs that train in seconds on a 2-core CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
+
+if not os.environ.get("TINYDIFF_DATA_DIR") and SHARED_MNIST.is_dir():
+    os.environ["TINYDIFF_DATA_DIR"] = str(SHARED_MNIST)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("TINYDIFF_DATA_DIR", SHARED_MNIST))
+    if not (path / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file() and not (
+        path / "train-images-idx3-ubyte.gz"
+    ).is_file():
+        pytest.fail(f"MNIST not found in {path}: set TINYDIFF_DATA_DIR to the folder holding MNIST/raw")
+    return path
+
+
+TINY_MODEL = {
+    "base_channels": 16,
+    "channel_mult": [1, 2],
+    "num_res_blocks": 1,
+    "attention_resolutions": [14],
+    "groups": 4,
+    "heads": 2,
+}
+
+
+def tiny_overrides(**train: object) -> dict:
+    """A config small enough to train a few hundred steps in seconds."""
+    settings = {"steps": 20, "batch_size": 16, "lr": 1e-3, "warmup_steps": 5, "device": "cpu",
+                "log_every": 5, "sample_every": 10, "checkpoint_every": 10, "sample_num": 4, "sample_steps": 5}  # fmt: skip
+    settings.update(train)
+    return {"model": dict(TINY_MODEL), "schedule": {"num_steps": 50}, "train": settings}
+
+
+@pytest.fixture
+def tiny_config():
+    from tinydiff.config import resolve_config
+
+    def make(**train: object):
+        return resolve_config("stage3", None, tiny_overrides(**train))
+
+    return make
+
+
+@pytest.fixture
+def tiny_toml(tmp_path: Path) -> Path:
+    """The tiny config as a TOML file, for driving `tinydiff train --config` from the command line."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        """
+[model]
+base_channels = 16
+channel_mult = [1, 2]
+num_res_blocks = 1
+attention_resolutions = [14]
+groups = 4
+heads = 2
+
+[schedule]
+num_steps = 50
+
+[train]
+lr = 1e-3
+warmup_steps = 5
+log_every = 5
+sample_num = 4
+sample_steps = 5
+"""
+    )
+    return path

@@ -1,0 +1,139 @@
+"""The command line end to end: train, sample, inspect through typer's CliRunner, and start-up cost."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tinydiff import __version__
+from tinydiff.cli import app
+from tinydiff.images import decode_png
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, data_dir):
+    """One tiny run shared by the tests below: `tinydiff train --config tiny.toml --steps 12 ...`."""
+    root = tmp_path_factory.mktemp("cli")
+    toml = root / "tiny.toml"
+    toml.write_text(
+        "[model]\nbase_channels = 16\nchannel_mult = [1, 2]\nnum_res_blocks = 1\nattention_resolutions = [14]\n"
+        "groups = 4\nheads = 2\n[schedule]\nnum_steps = 40\n[train]\nlog_every = 4\nsample_num = 4\nsample_steps = 4\n"
+    )
+    run = root / "R"
+    result = runner.invoke(app, ["train", "--preset", "stage3", "--config", str(toml), "--steps", "12", "--batch-size", "16",
+                                 "--run-dir", str(run), "--device", "cpu", "--sample-every", "6", "--checkpoint-every", "6"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return run, result
+
+
+def test_train_reports_and_tracks(trained_run) -> None:
+    run, result = trained_run
+    assert "training" in result.stderr and "done: step 12" in result.stderr
+    assert f"tinydiff sample --model {run}" in result.stderr
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["schedule"]["num_steps"] == 40 and record["config"]["train"]["steps"] == 12
+    assert record["command"][:2] == ["tinydiff", "train"] or record["command"][0] == "tinydiff"
+
+
+def test_sample_npz_png_and_folder_are_deterministic(trained_run, tmp_path) -> None:
+    run, _ = trained_run
+    base = ["sample", "--model", str(run), "--num", "5", "--seed", "3", "--no-preview"]
+    r1 = runner.invoke(app, [*base, "--out", str(tmp_path / "a.npz")])
+    assert r1.exit_code == 0, r1.output
+    images = np.load(tmp_path / "a.npz")["images"]
+    assert images.shape == (5, 28, 28) and images.dtype == np.uint8
+    runner.invoke(app, [*base, "--out", str(tmp_path / "b.npz")])
+    assert np.array_equal(images, np.load(tmp_path / "b.npz")["images"]), "same seed, same images"
+    other = ["sample", "--model", str(run), "--num", "5", "--seed", "4", "--no-preview"]
+    assert runner.invoke(app, [*other, "--out", str(tmp_path / "c.npz")]).exit_code == 0
+    assert not np.array_equal(images, np.load(tmp_path / "c.npz")["images"])
+
+    assert runner.invoke(app, [*base, "--out", str(tmp_path / "grid.png")]).exit_code == 0
+    grid = decode_png((tmp_path / "grid.png").read_bytes())
+    assert grid.shape == (2 + 2 * 30, 2 + 3 * 30)  # 5 images: 3 per row, 2 rows, 2px padding
+    assert np.array_equal(grid[2:30, 2:30], images[0])
+
+    assert runner.invoke(app, [*base, "--out", str(tmp_path / "each") + "/"]).exit_code == 0
+    files = sorted((tmp_path / "each").iterdir())
+    assert [f.name for f in files] == [f"{i:04d}.png" for i in range(5)]
+    assert np.array_equal(decode_png(files[4].read_bytes()), images[4])
+
+
+def test_sample_draws_a_preview_and_respaces(trained_run, tmp_path) -> None:
+    run, _ = trained_run
+    result = runner.invoke(app, ["sample", "--model", str(run), "--num", "2", "--steps", "5", "--out", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    assert "▀" in result.stdout and len(result.stdout.splitlines()) == 16  # (2 + 28 + 2) rows / 2
+    assert "wrote 2 images" in result.stderr
+
+
+def test_inspect_run_and_json(trained_run) -> None:
+    run, _ = trained_run
+    result = runner.invoke(app, ["inspect", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["step"] == 12 and info["steps"] == 12 and info["preset"] == "stage3"
+    assert info["model"]["schedule"]["name"] == "linear" and info["model"]["parameters"] > 10_000
+    assert len(info["checkpoints"]) == 2 and len(info["snapshots"]) == 2 and info["evolution"]
+    assert isinstance(info["loss"], float)
+    text = runner.invoke(app, ["inspect", str(run)])
+    assert text.exit_code == 0 and "step 12 of 12" in text.stdout and "parameters" in text.stdout
+    folder = runner.invoke(app, ["inspect", str(run / "checkpoints" / "step-000006"), "--json"])
+    assert json.loads(folder.stdout)["training"]["step"] == 6
+
+
+def test_inspect_lists_runs(trained_run, monkeypatch) -> None:
+    run, _ = trained_run
+    monkeypatch.chdir(run.parent.parent)
+    (run.parent.parent / "runs").mkdir(exist_ok=True)
+    link = run.parent.parent / "runs" / "linked"
+    if not link.exists():
+        link.symlink_to(run)
+    result = runner.invoke(app, ["inspect", "--json"])
+    assert [r["run_dir"] for r in json.loads(result.stdout)] == ["runs/linked"]
+    table = runner.invoke(app, ["inspect"])
+    assert "runs/linked" in table.stdout and "12/12" in table.stdout
+
+
+def test_resume_extends_a_run(trained_run, tmp_path) -> None:
+    run, _ = trained_run
+    import shutil
+
+    copy = tmp_path / "R"
+    shutil.copytree(run, copy)
+    result = runner.invoke(app, ["train", "--resume", "--run-dir", str(copy), "--steps", "14", "--checkpoint-every", "100"])
+    assert result.exit_code == 0, result.output
+    assert "resuming at step 12" in result.stderr
+    assert json.loads(runner.invoke(app, ["inspect", str(copy), "--json"]).stdout)["step"] == 14
+    bad = runner.invoke(app, ["train", "--resume", "--run-dir", str(copy), "--lr", "0.1"])
+    assert bad.exit_code == 1 and "drop --lr" in bad.stderr
+
+
+def test_version_and_help_do_not_import_torch() -> None:
+    code = (
+        "import sys\nfrom tinydiff.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'torchvision' not in sys.modules\n"
+    )
+    for args in (["--version"], ["--help"], ["train", "--help"], ["sample", "--help"]):
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    version = subprocess.run([sys.executable, "-m", "tinydiff", "--version"], capture_output=True, text=True, timeout=60)
+    assert version.stdout.strip() == f"tinydiff {__version__}"
+
+
+def test_sampling_path_does_not_import_torchvision(trained_run) -> None:
+    run, _ = trained_run
+    code = (
+        "import sys\nfrom tinydiff.pipeline import Pipeline\n"
+        f"Pipeline.from_ref({str(run)!r}).sample(1, steps=2)\n"
+        "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

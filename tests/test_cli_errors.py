@@ -1,0 +1,412 @@
+"""Bad input through the real entry point: one ``error:`` line on stderr, non-zero exit, nothing written.
+
+Every case runs ``tinydiff.cli.main(args)`` in-process from an empty working directory
+(``tmp_path``) and checks that
+
+- it exits non-zero (1 for errors about the input, 2 for usage errors),
+- stderr is exactly one non-empty line starting with ``error:``, with no traceback,
+- the line names the thing that is wrong,
+- no file or folder appeared in the working directory (where ``runs/`` and ``samples.png`` go
+  by default), which also holds every run directory and damaged model folder used here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import urllib.request
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tinydiff.cli import main
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+if not os.environ.get("TINYDIFF_DATA_DIR") and SHARED_MNIST.is_dir():
+    os.environ["TINYDIFF_DATA_DIR"] = str(SHARED_MNIST)
+
+MNIST_FILES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def mnist_raw() -> Path:
+    root = Path(os.environ.get("TINYDIFF_DATA_DIR", SHARED_MNIST))
+    raw = root / "MNIST" / "raw"
+    return raw if (raw / MNIST_FILES[0]).is_file() else root
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the console entry point in-process; return (exit code, stdout, stderr without colour codes)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out, err = capsys.readouterr()
+    code = info.value.code
+    return (code if isinstance(code, int) else (0 if code is None else 1)), ANSI.sub("", out), ANSI.sub("", err)
+
+
+def tree(root: Path) -> set[str]:
+    """Every file and folder below ``root``, as relative paths (folders end in '/')."""
+    return {str(p.relative_to(root)) + ("/" if p.is_dir() and not p.is_symlink() else "") for p in root.rglob("*")}
+
+
+def assert_one_error_line(code: int, out: str, err: str, expected_code: int, needles: list[str]) -> str:
+    assert code == expected_code, f"exit code {code}, expected {expected_code}; stderr: {err!r}"
+    assert code != 0
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"stderr must be exactly one non-empty line, got {len(lines)}: {err!r}"
+    line = lines[0]
+    assert line.startswith("error:"), line
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in {line!r}"
+    assert out == "", f"nothing should go to stdout on error, got {out!r}"
+    return line
+
+
+def corrupt_deflate(data: bytes) -> bytes:
+    """A copy of a .gz file with one byte of its deflate stream changed so that zlib itself rejects it.
+
+    (Not just a CRC mismatch: decompression fails with ``zlib.error``, e.g. "invalid distance too far back".)
+    """
+    for pos in range(64, len(data) - 8, 7):
+        bad = data[:pos] + bytes([data[pos] ^ 0x55]) + data[pos + 1 :]
+        try:
+            zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(bad)
+        except zlib.error:
+            return bad
+    raise AssertionError("no corruption found that zlib rejects")  # pragma: no cover
+
+
+# -- a tiny model folder, built once --------------------------------------------------
+
+TINY = dict(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[], groups=4, heads=1)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tinydiff.checkpoint import ModelFolderConfig, save_model_folder
+    from tinydiff.config import ModelConfig, ScheduleConfig
+    from tinydiff.nn.unet import UNet
+
+    cfg = ModelConfig(**TINY)
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    save_model_folder(path, ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_steps=50)), UNet(cfg).state_dict())
+    return path
+
+
+# -- the table ----------------------------------------------------------------------
+
+
+@dataclass
+class Ctx:
+    tmp: Path  # the working directory
+    model: Path  # a good model folder (outside tmp; copy it before damaging it)
+    monkeypatch: pytest.MonkeyPatch
+    allowed_new: set[str] = field(default_factory=set)  # paths a case accepts to appear (empty folders only)
+
+    def copy_model(self, name: str = "model") -> Path:
+        dest = self.tmp / name
+        shutil.copytree(self.model, dest)
+        return dest
+
+
+@dataclass
+class Case:
+    id: str
+    setup: Callable[[Ctx], list[str]]
+    needles: Callable[[Ctx], list[str]]
+    code: int = 1
+
+
+def fixed(args: list[str]) -> Callable[[Ctx], list[str]]:
+    return lambda ctx: list(args)
+
+
+def words(*needles: str) -> Callable[[Ctx], list[str]]:
+    return lambda ctx: list(needles)
+
+
+def _write(ctx: Ctx, name: str, text: str) -> Path:
+    path = ctx.tmp / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _config_args(text: str) -> Callable[[Ctx], list[str]]:
+    def setup(ctx: Ctx) -> list[str]:
+        return ["train", "--config", str(_write(ctx, "bad.toml", text)), "--device", "cpu"]
+
+    return setup
+
+
+def _data_dir_is_file(ctx: Ctx) -> list[str]:
+    _write(ctx, "data.txt", "not a folder")
+    return ["train", "--preset", "stage1", "--data-dir", str(ctx.tmp / "data.txt"), "--device", "cpu"]
+
+
+def _data_dir_without_mnist(ctx: Ctx) -> list[str]:
+    (ctx.tmp / "data").mkdir()
+    calls: list[str] = []
+
+    def offline(url: object, *args: object, **kwargs: object) -> None:
+        calls.append(str(getattr(url, "full_url", url)))
+        raise OSError("network is unreachable")
+
+    ctx.monkeypatch.setattr(urllib.request, "urlopen", offline)
+    ctx.monkeypatch.setattr("tinydiff.data.mirrors", lambda: ["https://mirror-a.invalid/mnist/", "https://mirror-b.invalid/mnist/"])
+    ctx.calls = calls  # type: ignore[attr-defined]
+    # download_mnist creates data/MNIST/raw before it fetches; empty folders are acceptable, files are not
+    ctx.allowed_new = {"data/MNIST/", "data/MNIST/raw/"}
+    return ["train", "--preset", "stage1", "--data-dir", str(ctx.tmp / "data"), "--device", "cpu"]
+
+
+def _data_dir_with_corrupt_labels(ctx: Ctx) -> list[str]:
+    data = ctx.tmp / "data"
+    data.mkdir()
+    raw = mnist_raw()
+    (data / MNIST_FILES[0]).symlink_to(raw / MNIST_FILES[0])
+    (data / MNIST_FILES[1]).write_bytes(corrupt_deflate((raw / MNIST_FILES[1]).read_bytes()))
+    return ["train", "--preset", "stage1", "--data-dir", str(data), "--device", "cpu"]
+
+
+def _data_dir_with_crc_mismatch(ctx: Ctx) -> list[str]:
+    data = ctx.tmp / "data"
+    data.mkdir()
+    raw = mnist_raw()
+    (data / MNIST_FILES[0]).symlink_to(raw / MNIST_FILES[0])
+    labels = bytearray((raw / MNIST_FILES[1]).read_bytes())
+    labels[-8] ^= 0xFF  # the gzip trailer's CRC32
+    (data / MNIST_FILES[1]).write_bytes(bytes(labels))
+    return ["train", "--preset", "stage1", "--data-dir", str(data), "--device", "cpu"]
+
+
+def _resume_empty(ctx: Ctx) -> list[str]:
+    (ctx.tmp / "run").mkdir()
+    return ["train", "--resume", "--run-dir", str(ctx.tmp / "run")]
+
+
+def _model_args(damage: Callable[[Path], None]) -> Callable[[Ctx], list[str]]:
+    def setup(ctx: Ctx) -> list[str]:
+        folder = ctx.copy_model()
+        damage(folder)
+        return ["sample", "--model", str(folder), "--num", "1", "--no-preview"]
+
+    return setup
+
+
+def _truncate_weights(folder: Path) -> None:
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+
+
+def _corrupt_config(folder: Path) -> None:
+    cfg = folder / "config.json"
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text[: len(text) // 2], encoding="utf-8")
+
+
+def _unknown_config_key(folder: Path) -> None:
+    cfg = folder / "config.json"
+    raw = json.loads(cfg.read_text(encoding="utf-8"))
+    raw["model"]["colour"] = "blue"
+    cfg.write_text(json.dumps(raw), encoding="utf-8")
+
+
+def _neither(ctx: Ctx) -> list[str]:
+    (ctx.tmp / "stuff").mkdir()
+    _write(ctx, "stuff/notes.txt", "hello")
+    return ["sample", "--model", str(ctx.tmp / "stuff"), "--no-preview"]
+
+
+def _model_is_file(ctx: Ctx) -> list[str]:
+    folder = ctx.copy_model()
+    return ["sample", "--model", str(folder / "model.safetensors"), "--no-preview"]
+
+
+CASES = [
+    # train: names
+    Case("unknown-schedule", fixed(["train", "--schedule", "cosin", "--steps", "1", "--device", "cpu"]),
+         words("unknown schedule 'cosin'", "did you mean 'cosine'")),
+    Case("unknown-preset", fixed(["train", "--preset", "stage9"]), words("unknown preset 'stage9'", "stage1", "stage3")),
+    # train: numbers
+    Case("steps-zero", fixed(["train", "--steps", "0"]), words("train.steps", "greater than 0", "got 0")),
+    Case("steps-negative", fixed(["train", "--steps", "-5"]), words("train.steps", "got -5")),
+    Case("batch-size-zero", fixed(["train", "--batch-size", "0"]), words("train.batch_size", "got 0")),
+    Case("batch-size-negative", fixed(["train", "--batch-size", "-1"]), words("train.batch_size", "got -1")),
+    Case("lr-zero", fixed(["train", "--lr", "0"]), words("train.lr", "greater than 0")),
+    Case("lr-negative", fixed(["train", "--lr", "-0.001"]), words("train.lr", "-0.001")),
+    Case("device-bogus", fixed(["train", "--device", "bogus"]), words("train.device", "'bogus'", "cpu")),
+    # train: data
+    Case("data-dir-missing", lambda ctx: ["train", "--preset", "stage1", "--data-dir", str(ctx.tmp / "nope"), "--device", "cpu"],
+         lambda ctx: [str(ctx.tmp / "nope"), "does not exist"]),
+    Case("data-dir-is-file", _data_dir_is_file, lambda ctx: [str(ctx.tmp / "data.txt"), "is a file"]),
+    Case("data-dir-without-mnist-offline", _data_dir_without_mnist,
+         lambda ctx: ["could not be downloaded", *MNIST_FILES, str(ctx.tmp / "data" / "MNIST" / "raw")]),
+    Case("data-dir-corrupt-deflate", _data_dir_with_corrupt_labels, lambda ctx: [MNIST_FILES[1]]),
+    Case("data-dir-crc-mismatch", _data_dir_with_crc_mismatch, lambda ctx: [MNIST_FILES[1], "cannot read"]),
+    # train: --config
+    Case("config-missing", lambda ctx: ["train", "--config", str(ctx.tmp / "nope.toml")],
+         lambda ctx: ["nope.toml", "does not exist"]),
+    Case("config-invalid-toml", _config_args("[train\nsteps = 3\n"), words("bad.toml", "not valid TOML")),
+    Case("config-unknown-key", _config_args("[train]\nstepz = 3\n"), words("train.stepz", "unknown key")),
+    Case("config-unknown-table", _config_args("[trian]\nsteps = 3\n"), words("trian", "unknown key")),
+    Case("config-wrong-type", _config_args('[train]\nsteps = "many"\n'), words("train.steps", "'many'")),
+    # train: --resume
+    Case("resume-without-run-dir", fixed(["train", "--resume"]), words("--resume", "--run-dir")),
+    Case("resume-empty-dir", _resume_empty, lambda ctx: [str(ctx.tmp / "run"), "not a run directory"]),
+    # sample: --model
+    Case("sample-model-nonexistent", lambda ctx: ["sample", "--model", str(ctx.tmp / "nope"), "--no-preview"],
+         lambda ctx: [repr(str(ctx.tmp / "nope"))]),
+    Case("sample-model-neither", _neither, words("neither a model folder", "nor a run directory")),
+    Case("sample-model-is-file", _model_is_file, words("model.safetensors", "is a file")),
+    Case("sample-model-truncated-weights", _model_args(_truncate_weights), words("model.safetensors", "truncated or corrupted")),
+    Case("sample-model-corrupt-config", _model_args(_corrupt_config), words("config.json", "not valid JSON")),
+    Case("sample-model-unknown-config-key", _model_args(_unknown_config_key), words("config.json", "model.colour", "unknown key")),
+    # sample: other options
+    Case("sample-out-jpg", fixed(["sample", "--out", "x.jpg", "--no-preview"]), words("x.jpg", "unsupported extension", ".png")),
+    Case("sample-out-missing-dir", fixed(["sample", "--out", "missing_dir/x.png", "--no-preview"]),
+         words("missing_dir", "does not exist")),
+    Case("sample-unknown-sampler", lambda ctx: ["sample", "--model", str(ctx.model), "--sampler", "nope", "--no-preview"],
+         words("unknown sampler 'nope'", "ddpm")),
+    Case("sample-num-zero", fixed(["sample", "--num", "0", "--no-preview"]), words("num", "greater than 0", "got 0")),
+    # inspect
+    Case("inspect-nonexistent", lambda ctx: ["inspect", str(ctx.tmp / "nope")], lambda ctx: [repr(str(ctx.tmp / "nope"))]),
+    Case("inspect-corrupt-config", lambda ctx: ["inspect", str(_with(ctx, _corrupt_config))], words("config.json", "not valid JSON")),
+    # usage errors: exit 2, still one line
+    Case("usage-unknown-option", fixed(["train", "--stepz", "3"]), words("--stepz", "tinydiff train --help"), code=2),
+    Case("usage-not-a-number", fixed(["sample", "--num", "many"]), words("--num", "integer"), code=2),
+    Case("usage-unknown-command", fixed(["trian"]), words("trian"), code=2),
+]
+
+
+def _with(ctx: Ctx, damage: Callable[[Path], None]) -> Path:
+    folder = ctx.copy_model()
+    damage(folder)
+    return folder
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_error_line(
+    case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], model_folder: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TINYDIFF_DEBUG", raising=False)
+    ctx = Ctx(tmp_path, model_folder, monkeypatch)
+    args = case.setup(ctx)
+    before = tree(tmp_path)
+    model_before = {p: (model_folder / p).read_bytes() for p in ("config.json", "model.safetensors")}
+
+    code, out, err = run_cli(args, capsys)
+
+    assert_one_error_line(code, out, err, case.code, case.needles(ctx))
+    created = tree(tmp_path) - before
+    assert created <= ctx.allowed_new, f"files or folders were created: {sorted(created - ctx.allowed_new)}"
+    assert before <= tree(tmp_path), "something was deleted"
+    for p in created:  # the accepted new paths are folders holding nothing but accepted folders
+        assert p.endswith("/")
+    assert {p: (model_folder / p).read_bytes() for p in model_before} == model_before
+    if case.id == "data-dir-without-mnist-offline":
+        assert ctx.calls, "the download was never attempted"  # type: ignore[attr-defined]
+        assert all(".invalid/mnist/" in url for url in ctx.calls)  # type: ignore[attr-defined]
+
+
+STRICT = [c for c in CASES if c.id in ("unknown-preset", "unknown-schedule", "data-dir-missing", "data-dir-is-file", "sample-unknown-sampler")]
+
+
+@pytest.mark.parametrize("case", STRICT, ids=[c.id for c in STRICT])
+def test_error_output_is_only_the_error_line(
+    case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], model_folder: Path
+) -> None:
+    """stderr holds the error line and nothing else: no blank line before it (e.g. from a progress bar)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TINYDIFF_DEBUG", raising=False)
+    code, out, err = run_cli(case.setup(Ctx(tmp_path, model_folder, monkeypatch)), capsys)
+    assert code == 1
+    assert err.startswith("error:"), f"stderr must start with the error line, got {err!r}"
+    assert err.endswith("\n") and err.count("\n") == 1, f"stderr must be exactly one line, got {err!r}"
+
+
+def test_wrong_tensor_shape_names_tensor_and_both_shapes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Weights of a base_channels=16 UNet under a config saying 8: the error names the tensor and both shapes."""
+    from tinydiff.checkpoint import ModelFolderConfig, save_model_folder
+    from tinydiff.config import ModelConfig, ScheduleConfig
+    from tinydiff.nn.unet import UNet
+
+    monkeypatch.chdir(tmp_path)
+    small, big = ModelConfig(**TINY), ModelConfig(**{**TINY, "base_channels": 16})
+    big_weights = UNet(big).state_dict()
+    small_weights = UNet(small).state_dict()
+    folder = tmp_path / "wrong"
+    save_model_folder(folder, ModelFolderConfig(model=small, schedule=ScheduleConfig(num_steps=50)), big_weights)
+    before = tree(tmp_path)
+
+    code, out, err = run_cli(["sample", "--model", str(folder), "--num", "1", "--no-preview"], capsys)
+
+    line = assert_one_error_line(code, out, err, 1, ["model.safetensors"])
+    m = re.search(r"tensor '([^']+)'", line)
+    assert m, line
+    name = m.group(1)
+    assert name in small_weights and name in big_weights
+    got, expected = tuple(big_weights[name].shape), tuple(small_weights[name].shape)
+    assert got != expected
+    assert str(got) in line and str(expected) in line, line
+    assert line.index(str(got)) < line.index(str(expected)), "found shape first, expected shape second"
+    assert tree(tmp_path) == before
+
+
+def test_missing_weights_file_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], model_folder: Path
+) -> None:
+    """A folder with config.json but no model.safetensors is not a model folder: say so, in one line."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "half"
+    folder.mkdir()
+    shutil.copy(model_folder / "config.json", folder / "config.json")
+    before = tree(tmp_path)
+    code, out, err = run_cli(["sample", "--model", str(folder), "--no-preview"], capsys)
+    assert_one_error_line(code, out, err, 1, ["neither a model folder"])
+    assert tree(tmp_path) == before
+
+
+def test_debug_env_shows_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TINYDIFF_DEBUG=1 lets the real exception through instead of the one line."""
+    from tinydiff.errors import TinyDiffError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TINYDIFF_DEBUG", "1")
+    with pytest.raises(TinyDiffError, match="unknown preset 'stage9'"):
+        main(["train", "--preset", "stage9"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_good_model_folder_is_accepted_by_inspect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], model_folder: Path
+) -> None:
+    """Control for the damaged-folder cases: the undamaged folder inspects cleanly (exit 0, JSON on stdout)."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["inspect", str(model_folder), "--json"], capsys)
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["model"]["base_channels"] == 8
+    assert info["schedule"]["num_steps"] == 50
+    assert info["parameters"] > 0
+    assert list(tmp_path.iterdir()) == []

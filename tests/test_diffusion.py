@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from tinydiff.diffusion import Denoiser, predict_x0, q_mean_variance, q_sample, training_loss
+from tinydiff.schedules import NoiseSchedule
+
+
+@pytest.mark.parametrize("t", [0, 100, 500, 999])
+def test_q_sample_matches_closed_form_mean_and_variance(t: int) -> None:
+    """x_t given a fixed x_0 has mean sqrt(alpha_bar) x_0 and variance 1 - alpha_bar (Ho et al. eq. 4)."""
+    s = NoiseSchedule.from_name("linear", 1000)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(1, 1, 4, 4, generator=g) * 2 - 1
+    n = 20_000
+    x0s = x0.expand(n, -1, -1, -1)
+    ts = torch.full((n,), t)
+    xt = q_sample(x0s, ts, torch.randn(x0s.shape, generator=g), s)
+    mean, var = q_mean_variance(x0s, ts, s)
+    ab = s.alphas_cumprod[t].item()
+    assert torch.allclose(mean[0], ab**0.5 * x0[0])
+    assert torch.allclose(xt.mean(0), mean[0], atol=4 * (1 - ab) ** 0.5 / n**0.5 + 1e-6)
+    assert torch.allclose(xt.var(0), var[0], rtol=0.05)
+
+
+def test_q_sample_at_the_end_is_nearly_standard_normal() -> None:
+    s = NoiseSchedule.from_name("cosine", 1000)
+    x0 = torch.ones(4000, 1, 2, 2)
+    xt = q_sample(x0, torch.full((4000,), 999), torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), s)
+    assert abs(xt.mean().item()) < 0.05
+    assert abs(xt.std().item() - 1) < 0.05
+
+
+class Oracle(torch.nn.Module):
+    """Returns exactly what an objective asks for, given the true x_0 and noise."""
+
+    def __init__(self, x0, noise, schedule, objective):
+        super().__init__()
+        self.x0, self.noise, self.s, self.objective = x0, noise, schedule, objective
+
+    def forward(self, x_t, t):
+        a = self.s.gather(self.s.sqrt_alphas_cumprod, t, 4)
+        b = self.s.gather(self.s.sqrt_one_minus_alphas_cumprod, t, 4)
+        return {"epsilon": self.noise, "x0": self.x0, "v": a * self.noise - b * self.x0}[self.objective]
+
+
+@pytest.mark.parametrize("objective", ["epsilon", "x0", "v"])
+def test_each_objective_has_zero_loss_for_its_oracle_and_converts_to_true_eps(objective: str) -> None:
+    s = NoiseSchedule.from_name("linear", 1000)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(8, 1, 6, 6, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.randint(10, 990, (8,), generator=g)
+    oracle = Oracle(x0, noise, s, objective)
+    assert training_loss(oracle, x0, t, noise, s, objective=objective).item() < 1e-10
+    eps = Denoiser(oracle, s, objective=objective)(q_sample(x0, t, noise, s), t)
+    assert torch.allclose(eps, noise, atol=1e-3)
+    assert torch.allclose(predict_x0(eps, q_sample(x0, t, noise, s), t, s), x0, atol=1e-2)
+
+
+def test_loss_is_mse_of_a_wrong_prediction() -> None:
+    s = NoiseSchedule.from_name("linear", 100)
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    noise = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    loss = training_loss(zero, torch.zeros_like(noise), torch.zeros(64, dtype=torch.long), noise, s)
+    assert loss.item() == pytest.approx(noise.pow(2).mean().item())

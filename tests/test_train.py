@@ -1,0 +1,96 @@
+"""Training on real MNIST: the loss falls, the run directory is complete, resume continues exactly."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tinydiff.checkpoint import list_checkpoints
+from tinydiff.errors import TinyDiffError
+from tinydiff.tracking import read_metrics
+from tinydiff.train import learning_rate, train
+
+
+def test_loss_falls_clearly_on_mnist(tmp_path, tiny_config, data_dir) -> None:
+    config = tiny_config(steps=300, batch_size=32, log_every=25, sample_every=300, checkpoint_every=300, lr=2e-3)
+    result = train(config, tmp_path / "run")
+    losses = [m["loss"] for m in read_metrics(tmp_path / "run")]
+    assert len(losses) == 12
+    assert losses[0] > 0.3, "an untrained epsilon-predictor is far off"
+    assert losses[-1] < 0.5 * losses[0], f"loss did not fall clearly: {losses}"
+    assert result.loss == losses[-1]
+
+
+def test_run_directory_is_complete(tmp_path, tiny_config, data_dir) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(steps=20), run, command=["tinydiff", "train"])
+    record = json.loads((run / "config.json").read_text())
+    assert record["command"] == ["tinydiff", "train"]
+    assert record["config"]["train"]["steps"] == 20 and record["versions"]["tinydiff"]
+    assert "git_commit" in record
+    metrics = read_metrics(run)
+    assert [m["step"] for m in metrics] == [5, 10, 15, 20]
+    assert set(metrics[0]) >= {"step", "loss", "lr", "img_per_s", "grad_norm"}
+    assert [s for s, _ in list_checkpoints(run)] == [10, 20]
+    for _, folder in list_checkpoints(run):
+        assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "training_state.safetensors"}
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-000010.png", "step-000020.png"]
+    from tinydiff.images import decode_png
+
+    sheet = decode_png((run / "evolution.png").read_bytes())
+    snap = decode_png((run / "samples" / "step-000010.png").read_bytes())
+    assert sheet.shape[1] > 2 * snap.shape[1], "the evolution sheet puts the snapshots side by side"
+    assert not list(run.rglob(".tmp-*")), "no temporary folders left"
+
+
+def test_the_checkpoint_holds_ema_weights(tmp_path, tiny_config, data_dir) -> None:
+    result = train(tiny_config(steps=10), tmp_path / "run")
+    ema = load_file(str(result.checkpoint / "model.safetensors"))
+    raw = {k[len("model/"):]: v for k, v in load_file(str(result.checkpoint / "training_state.safetensors")).items() if k.startswith("model/")}
+    assert ema.keys() == raw.keys()
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema), "sampling weights are the EMA, not the raw weights"
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_continues_exactly(tmp_path, tiny_config, data_dir) -> None:
+    """Interrupted after its step-10 checkpoint and resumed, a run ends bit-identical to an uninterrupted one."""
+    config = tiny_config(steps=20)
+    straight = train(config, tmp_path / "straight")
+
+    def die_after_first_checkpoint(event):
+        if event["event"] == "checkpoint" and event["step"] == 10:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(config, tmp_path / "resumed", callback=die_after_first_checkpoint)
+    assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [10]
+    events = []
+    resumed = train(config, tmp_path / "resumed", resume=True, callback=events.append)
+    assert events[0]["event"] == "start" and events[0]["step"] == 10
+    assert resumed.step == 20
+    for name in ("model.safetensors", "training_state.safetensors"):
+        assert (straight.checkpoint / name).read_bytes() == (resumed.checkpoint / name).read_bytes(), name
+    assert [m["step"] for m in read_metrics(tmp_path / "resumed")] == [5, 10, 15, 20]
+    record = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    assert record["resumes"][0]["step"] == 10
+
+
+def test_resume_needs_a_checkpoint_and_a_new_run_needs_a_fresh_directory(tmp_path, tiny_config, data_dir) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TinyDiffError, match="holds no checkpoint"):
+        train(tiny_config(), tmp_path / "empty", resume=True)
+    train(tiny_config(steps=10), tmp_path / "run")
+    with pytest.raises(TinyDiffError, match="already holds a run; pass --resume"):
+        train(tiny_config(steps=10), tmp_path / "run")
+
+
+def test_learning_rate_warms_up_then_decays(tiny_config) -> None:
+    config = tiny_config(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
+    lrs = [learning_rate(s, config) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
