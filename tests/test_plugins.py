@@ -37,7 +37,8 @@ def test_builtins_register_through_the_hooks() -> None:
     host = get_host()
     assert registry("schedule").names() == ["cosine", "linear", "sigmoid"]
     assert registry("sampler").names() == ["ddpm"]
-    assert registry("block").names() == ["attention", "downsample", "resblock", "upsample"]
+    assert registry("text_encoder").names() == ["tinytext"]
+    assert registry("block").names() == ["attention", "cross_attention", "downsample", "resblock", "upsample"]
     assert host.plugins["tinydiff.schedules"].registered == {"schedule": ["linear", "cosine", "sigmoid"]}
     assert all(info.builtin for info in host.plugins.values())
 

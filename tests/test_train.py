@@ -94,3 +94,23 @@ def test_learning_rate_warms_up_then_decays(tiny_config) -> None:
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_config, data_dir, monkeypatch) -> None:
+    from tinydiff import train as train_module
+
+    real_loss = train_module.training_loss
+
+    def poisoned(model, x0, t, noise, schedule, **kwargs):
+        loss = real_loss(model, x0, t, noise, schedule, **kwargs)
+        return loss * float("nan") if poisoned.calls >= 12 else loss
+
+    def counting(*args, **kwargs):
+        poisoned.calls += 1
+        return poisoned(*args, **kwargs)
+
+    poisoned.calls = 0
+    monkeypatch.setattr(train_module, "training_loss", counting)
+    with pytest.raises(TinyDiffError, match=r"non-finite by step 15; the last good checkpoint is .*step-000010"):
+        train(tiny_config(steps=20), tmp_path / "run")
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [10]

@@ -82,3 +82,21 @@ def test_sinusoidal_embedding() -> None:
 
 def test_parameter_count_is_moderate() -> None:
     assert 0.5e6 < count_parameters(UNet(resolve_config("stage3").model)) < 5e6
+
+
+def test_cross_attention_shapes_and_padding_mask() -> None:
+    from tinydiff.nn.blocks import CrossAttention
+
+    torch.manual_seed(0)
+    block = CrossAttention(16, context_dim=12, heads=2, groups=4)
+    torch.nn.init.normal_(block.proj.weight, std=0.1)  # the zero-initialised output would hide the attention
+    x = torch.randn(2, 16, 7, 7)
+    context = torch.randn(2, 5, 12)
+    mask = torch.tensor([[True, True, True, False, False], [True] * 5])
+    out = block(x, context, mask)
+    assert out.shape == x.shape
+    changed = context.clone()
+    changed[0, 3:] = 100.0  # padding of the first item: must not matter
+    assert torch.allclose(block(x, changed, mask)[0], out[0], atol=1e-6)
+    changed[0, 1] = 100.0  # a real token: must matter
+    assert not torch.allclose(block(x, changed, mask)[0], out[0], atol=1e-3)

@@ -25,6 +25,7 @@ from .errors import TinyDiffError
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
+VOCAB_FILE = "vocab.json"  # the tokenizer's vocabulary, for text models
 FORMAT = 1
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -86,22 +87,23 @@ def write_folder_atomic(target: Path, files: dict[str, bytes]) -> None:
         raise
 
 
-def model_folder_files(config: ModelFolderConfig, weights: dict[str, Any]) -> dict[str, bytes]:
-    """The bytes of ``config.json`` and ``model.safetensors`` for a model folder."""
+def model_folder_files(config: ModelFolderConfig, weights: dict[str, Any], tokenizer: Any = None) -> dict[str, bytes]:
+    """The bytes of ``config.json``, ``model.safetensors`` and, for text models, ``vocab.json``."""
     from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
-    return {
+    extra = {VOCAB_FILE: (json.dumps(tokenizer.to_json(), indent=2) + "\n").encode()} if tokenizer is not None else {}
+    return extra | {
         CONFIG_FILE: (json.dumps(config.model_dump(mode="json"), indent=2) + "\n").encode(),
         # one metadata key: safetensors writes several in arbitrary order, and files must be byte-reproducible
         WEIGHTS_FILE: save(tensors, metadata={"format": "pt"}),
     }
 
 
-def save_model_folder(path: str | Path, config: ModelFolderConfig, weights: dict[str, Any]) -> Path:
+def save_model_folder(path: str | Path, config: ModelFolderConfig, weights: dict[str, Any], tokenizer: Any = None) -> Path:
     """Save a model folder atomically (replacing one already there)."""
     path = Path(path)
-    write_folder_atomic(path, model_folder_files(config, weights))
+    write_folder_atomic(path, model_folder_files(config, weights, tokenizer))
     return path
 
 
@@ -161,7 +163,12 @@ def load_model_folder(folder: str | Path, *, device: Any = "cpu") -> tuple[Model
 
     folder = Path(folder)
     config = read_model_config(folder)
-    model = UNet(config.model)
+    tokenizer = None
+    if config.model.text is not None:
+        from .nn.text import Tokenizer
+
+        tokenizer = Tokenizer.load(folder / VOCAB_FILE)
+    model = UNet(config.model, tokenizer=tokenizer)
     expected = model.state_dict()
     tensors = read_safetensors(folder / WEIGHTS_FILE)
     check_tensors(tensors, expected, folder / WEIGHTS_FILE)

@@ -7,7 +7,7 @@ calling convention every sampler uses.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -52,31 +52,56 @@ def training_loss(
     schedule: NoiseSchedule,
     *,
     objective: str = "epsilon",
+    context: Any = None,
 ) -> torch.Tensor:
     """L_simple: the MSE between the network's output and its target at x_t (Ho et al. 2020, eq. 14)."""
     a = schedule.gather(schedule.sqrt_alphas_cumprod, t, x0.ndim)
     s = schedule.gather(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim)
     x_t = a * x0 + s * noise
-    output = model(x_t, t)
+    output = model(x_t, t) if context is None else model(x_t, t, context)
     target = _TARGETS[objective](x0, noise, a, s)
     return torch.mean((output.float() - target) ** 2)
 
 
 class Denoiser:
-    """Wraps a network into eps(x_t, t), whatever its objective; samplers see only this."""
+    """Wraps a network into eps(x_t, t), whatever its objective; samplers see only this.
 
-    def __init__(self, model: nn.Module, schedule: NoiseSchedule, *, objective: str = "epsilon") -> None:
+    With a prompt ``context`` and ``guidance`` w != 1, applies classifier-free guidance
+    (Ho & Salimans 2022, eq. 6): eps = eps_uncond + w (eps_cond - eps_uncond), both
+    predictions from one batched forward pass. w = 1 is the plain conditional prediction.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        schedule: NoiseSchedule,
+        *,
+        objective: str = "epsilon",
+        context: Any = None,
+        uncond_context: Any = None,
+        guidance: float = 1.0,
+    ) -> None:
         self.model = model
         self.schedule = schedule
         self.objective = objective
-        self.evaluations = 0  # network evaluations, for speed reports
+        self.context = context
+        self.uncond_context = uncond_context
+        self.guidance = guidance
+        self.evaluations = 0  # batched network evaluations, for speed reports
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        self.evaluations += 1
-        out = self.model(x_t, t).float()
+    def _eps(self, x_t: torch.Tensor, t: torch.Tensor, context: Any) -> torch.Tensor:
+        out = (self.model(x_t, t) if context is None else self.model(x_t, t, context)).float()
         a = self.schedule.gather(self.schedule.sqrt_alphas_cumprod, t, x_t.ndim)
         s = self.schedule.gather(self.schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
         return _TO_EPS[self.objective](out, x_t, a, s)
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.evaluations += 1
+        if self.context is None or self.uncond_context is None or self.guidance == 1.0:
+            return self._eps(x_t, t, self.context)
+        both = tuple(torch.cat([c, u]) for c, u in zip(self.context, self.uncond_context))
+        eps_cond, eps_uncond = self._eps(torch.cat([x_t, x_t]), torch.cat([t, t]), both).chunk(2)
+        return eps_uncond + self.guidance * (eps_cond - eps_uncond)
 
 
 def predict_x0(eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:

@@ -19,6 +19,8 @@ from .errors import TinyDiffError
 from .plugins import get_sampler
 from .schedules import NoiseSchedule
 
+DEFAULT_GUIDANCE = 3.0  # provisional: to be set by measurement on a properly trained text model
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA, then Apple's MPS, then the CPU; an unavailable device is an error."""
@@ -52,21 +54,40 @@ class Pipeline:
         config, model = load_model_folder(folder, device=resolve_device(device))
         return cls(config, model, path=folder)
 
+    @property
+    def is_text_model(self) -> bool:
+        return self.config.model.text is not None
+
     @torch.no_grad()
     def sample(
         self,
         num: int,
         *,
+        prompts: list[str] | None = None,
+        guidance: float = DEFAULT_GUIDANCE,
         seed: int = 0,
         sampler: str = "ddpm",
         steps: int | None = None,
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> torch.Tensor:
-        """Draw ``num`` images as uint8 ``[num, H, W]``; the same seed gives the same images on CPU."""
+        """Draw ``num`` images as uint8 ``[num, H, W]``; the same seed gives the same images on CPU.
+
+        ``prompts`` (one per image; "" is unconditional) need a text model; ``guidance`` is the
+        classifier-free guidance weight (Ho & Salimans 2022), 1.0 for none.
+        """
         fn = get_sampler(sampler)
         cfg = self.config.model
+        context = uncond = None
+        if prompts is not None:
+            if not self.is_text_model:
+                raise TinyDiffError("this model is unconditional: it takes no prompt; drop the prompt")
+            if len(prompts) != num:
+                raise TinyDiffError(f"got {len(prompts)} prompts for {num} images; give one prompt per image")
+            context = self.model.encode_text(prompts)
+            uncond = self.model.encode_text([""] * num)
         generator = torch.Generator(self.device).manual_seed(seed)
         x_T = torch.randn((num, cfg.in_channels, cfg.image_size, cfg.image_size), generator=generator, device=self.device)
-        denoiser = Denoiser(self.model, self.schedule, objective=self.config.diffusion.objective)
+        denoiser = Denoiser(self.model, self.schedule, objective=self.config.diffusion.objective,
+                            context=context, uncond_context=uncond, guidance=guidance)  # fmt: skip
         x0 = fn(denoiser, x_T, self.schedule, steps=steps, generator=generator, callback=callback)
         return to_uint8(x0)

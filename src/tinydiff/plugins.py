@@ -23,7 +23,7 @@ import pluggy
 from . import __version__, hookspecs
 from .errors import TinyDiffError
 
-DEFAULT_PLUGINS = ("tinydiff.schedules", "tinydiff.samplers", "tinydiff.nn.blocks")
+DEFAULT_PLUGINS = ("tinydiff.schedules", "tinydiff.samplers", "tinydiff.nn.blocks", "tinydiff.nn.text")
 ENTRY_POINT_GROUP = "tinydiff"
 
 # kind -> (hook name, how the kind is spelled in messages)

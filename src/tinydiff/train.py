@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ from .tracking import RunTracker
 
 Callback = Callable[[dict[str, Any]], None]
 SNAPSHOT_SEED = 1234  # the same starting noise for every snapshot of every run
+SNAPSHOT_GUIDANCE = 3.0  # classifier-free guidance for text models' snapshots
 
 
 @dataclass
@@ -89,7 +91,13 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.model = UNet(config.model).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.images, _ = load_mnist(t.data_dir, split="train")
+        self.images, self.labels = load_mnist(t.data_dir, split="train")
+        self.captions = None
+        if config.model.text is not None:  # milestone 4: a fresh caption for each image each time it is seen
+            from .captions import CaptionGenerator, style_codes
+
+            self.captions = CaptionGenerator()
+            self.style = style_codes(self.images)
         if t.batch_size > len(self.images):
             raise TinyDiffError(f"--batch-size {t.batch_size} is larger than the {len(self.images)} training images")
         self.optimizer = torch.optim.AdamW(
@@ -105,11 +113,18 @@ class Trainer:
         t = self.config.train
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.config)
-        x0 = to_model_range(self.images[self.batches.next()]).to(self.device, non_blocking=True)
+        idx = self.batches.next()
+        x0 = to_model_range(self.images[idx]).to(self.device, non_blocking=True)
         timesteps = torch.randint(0, self.schedule.num_steps, (x0.shape[0],), generator=self.noise, device=self.device)
         noise = torch.randn(x0.shape, generator=self.noise, device=self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            loss = training_loss(self.model, x0, timesteps, noise, self.schedule, objective=self.config.diffusion.objective)
+            context = None
+            if self.captions is not None:  # seeded by step, so a resumed run draws the same captions
+                rng = random.Random(t.seed * 1_000_003 + self.step)
+                context = self.model.encode_text(self.captions.captions_for_batch(self.labels[idx], self.style[idx], rng))
+            loss = training_loss(
+                self.model, x0, timesteps, noise, self.schedule, objective=self.config.diffusion.objective, context=context
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
@@ -125,7 +140,14 @@ class Trainer:
         cfg, t = self.config.model, self.config.train
         gen = torch.Generator("cpu").manual_seed(SNAPSHOT_SEED)
         x_T = torch.randn((t.sample_num, cfg.in_channels, cfg.image_size, cfg.image_size), generator=gen).to(self.device)
-        denoiser = Denoiser(self.ema, self.schedule, objective=self.config.diffusion.objective)
+        context = uncond = None
+        if self.config.model.text is not None:  # digits 0-9 in turn, so each snapshot asks for every digit
+            from .captions import DIGIT_WORDS
+
+            context = self.ema.encode_text([f"a handwritten {DIGIT_WORDS[i % 10]}" for i in range(t.sample_num)])
+            uncond = self.ema.encode_text([""] * t.sample_num)
+        denoiser = Denoiser(self.ema, self.schedule, objective=self.config.diffusion.objective,
+                            context=context, uncond_context=uncond, guidance=SNAPSHOT_GUIDANCE)  # fmt: skip
         sampler_gen = torch.Generator(self.device).manual_seed(SNAPSHOT_SEED + 1)
         x0 = get_sampler("ddpm")(denoiser, x_T, self.schedule, steps=t.sample_steps, generator=sampler_gen)
         return to_uint8(x0)
@@ -162,7 +184,8 @@ class Trainer:
         from safetensors.torch import save
 
         tensors, meta = self.training_state()
-        files = model_folder_files(self.model_folder_config(loss), self.ema.state_dict())
+        tokenizer = self.model.text_encoder.tokenizer if self.model.text_encoder is not None else None
+        files = model_folder_files(self.model_folder_config(loss), self.ema.state_dict(), tokenizer)
         files[STATE_FILE] = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta)
         target = self.run_dir / "checkpoints" / step_dir_name(self.step)
         write_folder_atomic(target, files)
@@ -240,11 +263,13 @@ def train(
         interval_steps += 1
         step = trainer.step
         final = step == t.steps
+        checkpoint_due = step % t.checkpoint_every == 0 or final
+        if step % t.log_every == 0 or final or checkpoint_due:
+            if not bool(torch.isfinite(running).all()):  # never log or checkpoint a diverged model
+                where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved"
+                raise TinyDiffError(f"the loss became non-finite by step {step}; {where}. Lower --lr and resume")
         if step % t.log_every == 0 or final:
             loss, grad_norm = (running / interval_steps).tolist()
-            if not math.isfinite(loss):
-                where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved"
-                raise TinyDiffError(f"loss became {loss} by step {step}; {where}. Lower --lr or raise grad_clip")
             elapsed = time.perf_counter() - interval_start - paused  # snapshots and checkpoints are not training
             metrics = {"step": step, "loss": loss, "grad_norm": grad_norm, "lr": learning_rate(step - 1, config),
                        "img_per_s": interval_steps * t.batch_size / max(elapsed, 1e-9), "epoch": trainer.batches.epoch}  # fmt: skip
@@ -259,7 +284,7 @@ def train(
             images = trainer.snapshot().numpy()
             path = tracker.save_snapshot(step, make_grid(images, nrow=int(math.ceil(math.sqrt(len(images))))))
             emit({"event": "snapshot", "step": step, "path": str(path)})
-        if step % t.checkpoint_every == 0 or final:
+        if checkpoint_due:
             last_checkpoint = trainer.save_checkpoint(last_loss)
             emit({"event": "checkpoint", "step": step, "path": str(last_checkpoint)})
         paused += time.perf_counter() - pause_start

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..checkpoint import WEIGHTS_FILE, is_model_folder, list_checkpoints, read_model_config, resolve_model_ref
+from ..checkpoint import VOCAB_FILE, WEIGHTS_FILE, is_model_folder, list_checkpoints, read_model_config, resolve_model_ref
 from ..errors import TinyDiffError
 from ..tracking import RUN_CONFIG, list_snapshots, read_metrics
 from .output import console, handles_errors
@@ -40,9 +40,20 @@ def parameter_count(folder: Path) -> int:
     return total
 
 
+def vocabulary_size(folder: Path) -> int | None:
+    """Tokens in a text model's ``vocab.json`` (specials included), read without torch."""
+    try:
+        tokens = json.loads((folder / VOCAB_FILE).read_text(encoding="utf-8"))["tokens"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise TinyDiffError(f"{folder / VOCAB_FILE} is missing or corrupted; a text model folder needs it") from None
+    return len(tokens)
+
+
 def describe_model(folder: Path) -> dict[str, Any]:
     cfg = read_model_config(folder)
+    text = cfg.model.text
     return {
+        "text_encoder": None if text is None else {**text.model_dump(mode="json"), "vocab_size": vocabulary_size(folder)},
         "path": str(folder),
         "parameters": parameter_count(folder),
         "model": cfg.model.model_dump(mode="json"),
@@ -152,6 +163,10 @@ def inspect_command(
                       f"resampling {'on' if m['resample'] else 'off'}")  # fmt: skip
         table.add_row("schedule", f"{s['name']}, T={s['num_steps']}" + (f", {s['options']}" if s["options"] else ""))
         table.add_row("objective", model["diffusion"]["objective"])
+        text = model.get("text_encoder")
+        table.add_row("text", "none (unconditional)" if text is None else
+                      f"{text['encoder']}: {text['layers']} layers, width {text['dim']}, vocabulary {text['vocab_size']} tokens, "
+                      f"prompts up to {text['max_length'] - 1} words; cross-attention at {m['cross_attention_resolutions']}")  # fmt: skip
         if model.get("training"):
             table.add_row("trained", ", ".join(f"{k} {_fmt(v)}" for k, v in model["training"].items()))
     console.print(table)

@@ -34,6 +34,16 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int, file:
     warning_line(str(message))
 
 
+def describe_error(exc: BaseException) -> str:
+    """The message of an expected error; OS errors (permissions, a full disk) name the file."""
+    if isinstance(exc, ValidationError):
+        return format_validation_error(exc)
+    if isinstance(exc, OSError) and not isinstance(exc, TinyDiffError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}; check the path and its permissions"
+    return str(exc)
+
+
 def handles_errors(fn: F) -> F:
     """Turn TinyDiffError and pydantic ValidationError into one line and exit 1; show warnings as one line each."""
 
@@ -44,10 +54,10 @@ def handles_errors(fn: F) -> F:
             warnings.showwarning = _show_warning
             try:
                 return fn(*args, **kwargs)
-            except (TinyDiffError, ValidationError) as exc:
+            except (TinyDiffError, ValidationError, OSError) as exc:
                 if os.environ.get("TINYDIFF_DEBUG") == "1":
                     raise
-                error_line(format_validation_error(exc) if isinstance(exc, ValidationError) else str(exc))
+                error_line(describe_error(exc))
                 raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -14,7 +14,7 @@ import typer
 
 from ..config import SampleConfig
 from ..errors import TinyDiffError
-from .output import console, err_console, handles_errors
+from .output import console, err_console, handles_errors, warning_line
 
 
 @dataclass
@@ -48,7 +48,44 @@ def plan_output(out: str) -> OutputPlan:
     return OutputPlan(kinds[suffix], path)
 
 
-def write_output(plan: OutputPlan, images: Any, *, nrow: int | None = None) -> None:
+def read_prompts_file(path: Path) -> list[str]:
+    """One prompt a line; blank lines are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TinyDiffError(f"--prompts-file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError:
+        raise TinyDiffError(f"--prompts-file {str(path)!r} is not UTF-8 text; save it as UTF-8") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise TinyDiffError(f"--prompts-file {str(path)!r} holds no prompt; write one prompt a line")
+    return prompts
+
+
+def check_prompt(prompt: str, tokenizer: Any) -> str:
+    """Clean one prompt and say what will happen to it: the prompt actually sampled from."""
+    from ..captions import digits_in_prompt, style_in_prompt
+
+    cleaned = " ".join("".join(ch if ch.isprintable() else " " for ch in prompt).split())  # drop control characters
+    style_in_prompt(cleaned)  # contradictions such as "thin and bold" are an error
+    digits = sorted(digits_in_prompt(cleaned))
+    if len(digits) > 1:
+        raise TinyDiffError(
+            f"prompt {cleaned[:60]!r} names the digits {', '.join(map(str, digits))}; an image holds one digit, "
+            "so ask for one (or use --prompts-file, one prompt a line)"
+        )
+    if cleaned and not digits:
+        warning_line(f"prompt {cleaned[:60]!r} names no digit; sampling unconditionally")
+        return ""
+    batch = tokenizer.encode([cleaned])
+    if batch.unknown[0]:
+        warning_line(f"unknown words, read as an unknown token: {', '.join(batch.unknown[0][:10])}")
+    if batch.truncated[0]:
+        warning_line(f"prompt is longer than the text encoder's {tokenizer.max_length - 1} words; the rest is ignored")
+    return cleaned
+
+
+def write_output(plan: OutputPlan, images: Any, *, nrow: int | None = None, prompts: list[str] | None = None) -> None:
     """Write uint8 ``[N, H, W]`` images as the plan says, never leaving a half-written file."""
     import numpy as np
 
@@ -58,7 +95,8 @@ def write_output(plan: OutputPlan, images: Any, *, nrow: int | None = None) -> N
         save_png(plan.path, make_grid(images, nrow=nrow))
     elif plan.kind == "npz":
         buffer = io.BytesIO()
-        np.savez(buffer, images=images)
+        arrays = {"images": images} | ({"prompts": np.array(prompts, dtype=np.str_)} if prompts is not None else {})
+        np.savez(buffer, **arrays)
         write_atomic(plan.path, buffer.getvalue())
     elif plan.path.is_dir():
         for i, image in enumerate(images):
@@ -76,6 +114,9 @@ def write_output(plan: OutputPlan, images: Any, *, nrow: int | None = None) -> N
 
 @handles_errors
 def sample_command(
+    prompt: Optional[str] = typer.Argument(None, help="What to draw, e.g. \"a handwritten seven\" (text models)."),
+    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="One prompt a line; --num images each."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance weight (1: none)."),
     model: Optional[str] = typer.Option(None, "--model", help="Run directory, model folder or bundled model name."),
     num: int = typer.Option(16, "--num", help="How many images."),
     sampler: str = typer.Option("ddpm", "--sampler", help="Sampler name (see `tinydiff plugins --all`)."),
@@ -85,15 +126,31 @@ def sample_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps (same seed, same images on CPU)."),
     no_preview: bool = typer.Option(False, "--no-preview", help="Do not draw the grid in the terminal."),
 ) -> None:
-    """Sample images from a trained model."""
+    """Sample images from a trained model; text models draw what PROMPT says."""
     settings = SampleConfig(num=num, sampler=sampler, steps=steps, seed=seed, device=device)
+    if prompt is not None and prompts_file is not None:
+        raise TinyDiffError("give either PROMPT or --prompts-file, not both")
+    asked = read_prompts_file(prompts_file) if prompts_file is not None else ([prompt] if prompt is not None else None)
     plan = plan_output(out)
 
-    from ..pipeline import Pipeline
+    from ..pipeline import DEFAULT_GUIDANCE, Pipeline
     from ..plugins import get_sampler
 
     get_sampler(settings.sampler)  # unknown names fail before the model loads
     pipe = Pipeline.from_ref(model, device=settings.device)
+    prompts = None
+    if asked is not None:
+        if not pipe.is_text_model:
+            raise TinyDiffError("this model is unconditional: it takes no prompt; drop the prompt or pick a text model")
+        tokenizer = pipe.model.text_encoder.tokenizer
+        prompts = [p for p in (check_prompt(a, tokenizer) for a in asked) for _ in range(settings.num)]
+    total = len(prompts) if prompts is not None else settings.num
+    if total > 4096:
+        raise TinyDiffError(f"{total} images asked for ({settings.num} for each of {len(asked or [])} prompts); 4096 at most")
+    if guidance is not None and guidance < 0:
+        raise TinyDiffError(f"--guidance must be 0 or more, got {guidance}")
+    if guidance is not None and prompts is None:
+        warning_line("--guidance has no effect without a prompt")
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -106,13 +163,17 @@ def sample_command(
         def on_step(info: dict[str, Any]) -> None:
             progress.update(task, completed=info["i"], total=info["total"])
 
-        images = pipe.sample(settings.num, seed=settings.seed, sampler=settings.sampler, steps=settings.steps, callback=on_step)
+        images = pipe.sample(
+            total, prompts=prompts, guidance=DEFAULT_GUIDANCE if guidance is None else guidance,
+            seed=settings.seed, sampler=settings.sampler, steps=settings.steps, callback=on_step,
+        )  # fmt: skip
     images = images.numpy()
-    write_output(plan, images)
+    nrow = settings.num if asked is not None and len(asked) > 1 else None  # one grid row per prompt
+    write_output(plan, images, nrow=nrow, prompts=prompts)
     if not no_preview:
         from ..images import make_grid, terminal_preview
 
-        for line in terminal_preview(make_grid(images), max_width=max(20, console.width)):
+        for line in terminal_preview(make_grid(images, nrow=nrow), max_width=max(20, console.width)):
             console.print(line)
     what = {"grid": "a grid", "npz": "an .npz", "folder": "one PNG each"}[plan.kind]
-    err_console.print(f"wrote {settings.num} images ({what}) to {plan.path}")
+    err_console.print(f"wrote {total} images ({what}) to {plan.path}")

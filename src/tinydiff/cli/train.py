@@ -26,6 +26,11 @@ def _overrides(**flags: Any) -> dict[str, Any]:
             continue
         if key == "schedule":
             out = merge(out, {"schedule": {"name": value}})
+        elif key == "conditioning":
+            choices = {"text": {}, "none": None}  # {}: the preset's text settings, or the defaults
+            if value not in choices:
+                raise TinyDiffError(f"--conditioning must be 'text' or 'none', got {value!r}")
+            out = merge(out, {"model": {"text": choices[value]}})
         else:
             out = merge(out, {"train": {key: value}})
     return out
@@ -36,6 +41,7 @@ def _resume_config(run_dir: Path, overrides: dict[str, Any], preset: str | None,
     if not path.is_file():
         raise TinyDiffError(f"--resume: {run_dir} is not a run directory (no config.json); start it without --resume")
     changed = sorted(set(overrides.get("train", {})) - RESUMABLE) + (["schedule"] if "schedule" in overrides else [])
+    changed += ["conditioning"] if "model" in overrides else []
     if preset or config_file:
         changed.insert(0, "preset" if preset else "config")
     if changed:
@@ -52,7 +58,7 @@ def _resume_config(run_dir: Path, overrides: dict[str, Any], preset: str | None,
 
 @handles_errors
 def train_command(
-    preset: Optional[str] = typer.Option(None, "--preset", help="Bundled preset: stage1, stage2, stage3 (default)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Bundled preset: stage1, stage2, stage3 (default), stage4 (text)."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file overriding the preset."),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="Noise schedule name (see `tinydiff plugins --all`)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps to train for."),
@@ -66,11 +72,13 @@ def train_command(
     sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Steps between sample snapshots."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metrics lines."),
+    conditioning: Optional[str] = typer.Option(None, "--conditioning", help="text: condition on captions; none: unconditional."),
 ) -> None:
     """Train a diffusion model on MNIST; the run is tracked in --run-dir."""
     overrides = _overrides(
         schedule=schedule, steps=steps, batch_size=batch_size, lr=lr, data_dir=data_dir, device=device,
         seed=seed, sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every,
+        conditioning=conditioning,
     )  # fmt: skip
     if resume:
         if run_dir is None:

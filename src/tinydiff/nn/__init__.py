@@ -1,1 +1,1 @@
-"""Neural network pieces: timestep embeddings, UNet blocks and the UNet itself."""
+"""Neural network pieces: timestep embeddings, UNet blocks, the UNet, and the tokenizer and text encoder."""

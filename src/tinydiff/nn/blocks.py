@@ -5,6 +5,8 @@ Each role has one constructor signature, which a replacement must keep:
 - ``res``: ``cls(in_channels, out_channels, *, emb_channels, dropout, groups)``, called ``block(x, emb)``
 - ``down`` / ``up``: ``cls(channels)``, called ``block(x)``; halve / double the resolution
 - ``attention``: ``cls(channels, *, heads, groups)``, called ``block(x)``
+- ``cross_attention``: ``cls(channels, *, context_dim, heads, groups)``, called ``block(x, context, mask)``
+  with ``context`` [B, L, context_dim] token embeddings and ``mask`` [B, L] (True: a real token)
 """
 
 from __future__ import annotations
@@ -84,6 +86,30 @@ class SelfAttention(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 
+class CrossAttention(nn.Module):
+    """Pixels attend to text-token embeddings, residual (Rombach et al. 2022, sec. 3.3); padding is masked out."""
+
+    def __init__(self, channels: int, *, context_dim: int, heads: int = 4, groups: int = 8) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"cross-attention width {channels} is not divisible by {heads} heads")
+        self.heads = heads
+        self.norm = nn.GroupNorm(groups, channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        d = c // self.heads
+        q = self.q(self.norm(x)).reshape(b, self.heads, d, h * w).transpose(-1, -2)  # [B, heads, HW, d]
+        k, v = self.kv(context).reshape(b, -1, 2, self.heads, d).permute(2, 0, 3, 1, 4)  # each [B, heads, L, d]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
 @hookimpl
 def tinydiff_register_blocks(register) -> None:
     """The built-in blocks."""
@@ -91,3 +117,4 @@ def tinydiff_register_blocks(register) -> None:
     register("downsample", Downsample)
     register("upsample", Upsample)
     register("attention", SelfAttention)
+    register("cross_attention", CrossAttention)
