@@ -36,7 +36,7 @@ def fake_distribution(root: Path, dist: str, entry_name: str, module: str, sourc
 def test_builtins_register_through_the_hooks() -> None:
     host = get_host()
     assert registry("schedule").names() == ["cosine", "linear", "sigmoid"]
-    assert registry("sampler").names() == ["ddpm"]
+    assert registry("sampler").names() == ["ddim", "ddpm", "dpm++"]
     assert registry("text_encoder").names() == ["tinytext"]
     assert registry("block").names() == ["attention", "cross_attention", "downsample", "resblock", "upsample"]
     assert host.plugins["tinydiff.schedules"].registered == {"schedule": ["linear", "cosine", "sigmoid"]}

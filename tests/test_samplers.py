@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tinydiff.diffusion import Denoiser
-from tinydiff.plugins import get_sampler
+from tinydiff.plugins import get_sampler, registry
 from tinydiff.samplers import respaced_timesteps
 from tinydiff.errors import TinyDiffError
 from tinydiff.schedules import NoiseSchedule
@@ -19,6 +19,29 @@ class PointData(torch.nn.Module):
         a = self.s.gather(self.s.sqrt_alphas_cumprod, t, x.ndim)
         b = self.s.gather(self.s.sqrt_one_minus_alphas_cumprod, t, x.ndim)
         return (x - a * self.c) / b
+
+
+class GaussianData(torch.nn.Module):
+    """The optimal epsilon-predictor when each pixel of the data is N(mu, s^2): E[x_0 | x_t] in closed form."""
+
+    def __init__(self, mu: float, s: float, schedule: NoiseSchedule):
+        super().__init__()
+        self.mu, self.std, self.s = mu, s, schedule
+
+    def forward(self, x, t):
+        ab = self.s.gather(self.s.alphas_cumprod, t, x.ndim)
+        mean_x0 = self.mu + ab.sqrt() * self.std**2 * (x - ab.sqrt() * self.mu) / (ab * self.std**2 + 1 - ab)
+        return (x - ab.sqrt() * mean_x0) / (1 - ab).sqrt()
+
+
+BUILTIN = ["ddpm", "ddim", "dpm++"]
+STOCHASTIC = {"ddpm"}  # ddim is stochastic only with eta > 0; dpm++ never
+DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpm++": 20}  # None: all T
+MU, STD = 0.2, 0.3  # Gaussian data well inside [-1, 1], so clipping x_0 does not matter
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 @pytest.mark.parametrize("steps", [None, 10])
@@ -56,3 +79,138 @@ def test_respacing() -> None:
     assert ts.tolist() == [0, 250, 500, 749, 999]
     with pytest.raises(TinyDiffError, match="between 1 and"):
         respaced_timesteps(10, 11)
+
+
+
+# -- every built-in sampler ---------------------------------------------------------
+
+
+def test_the_builtin_samplers_are_registered() -> None:
+    assert set(BUILTIN) <= set(registry("sampler").names())
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_sampler_keeps_the_shape(name) -> None:
+    s = NoiseSchedule.from_name("cosine", 20)
+    x_T = torch.randn(3, 2, 5, 4, generator=gen(0))
+    out = get_sampler(name)(Denoiser(lambda x, t: 0.1 * x, s), x_T, s, steps=6, generator=gen(1))
+    assert out.shape == x_T.shape and out.dtype == x_T.dtype and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_sampler_is_deterministic_with_a_generator(name) -> None:
+    s = NoiseSchedule.from_name("cosine", 30)
+    x_T = torch.randn(2, 1, 4, 4, generator=gen(0))
+    run = lambda seed: get_sampler(name)(Denoiser(lambda x, t: 0.1 * x, s), x_T, s, steps=10, generator=gen(seed))  # noqa: E731
+    a = run(5)
+    assert torch.equal(a, run(5))
+    assert torch.equal(a, run(6)) == (name not in STOCHASTIC)  # deterministic samplers draw nothing
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("steps", [5, 10, 20])
+def test_every_sampler_lands_on_the_single_data_point(name, steps) -> None:
+    s = NoiseSchedule.from_name("linear", 200)
+    c = torch.linspace(-0.8, 0.8, 16).reshape(1, 1, 4, 4)
+    x_T = torch.randn(8, 1, 4, 4, generator=gen(0))
+    out = get_sampler(name)(Denoiser(PointData(c, s), s), x_T, s, steps=steps, generator=gen(1))
+    assert torch.allclose(out, c.expand_as(out), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("num_steps", [60, 12])
+def test_every_sampler_makes_one_network_evaluation_per_step(name, num_steps) -> None:
+    s = NoiseSchedule.from_name("cosine", num_steps)  # a default above T is capped at T
+    for steps, expected in [(8, 8), (None, min(DEFAULT_STEPS[name] or num_steps, num_steps))]:
+        d = Denoiser(lambda x, t: torch.zeros_like(x), s)
+        get_sampler(name)(d, torch.zeros(1, 1, 2, 2), s, steps=steps, generator=gen(0))
+        assert d.evaluations == expected, (steps, d.evaluations)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_sampler_reports_each_step(name) -> None:
+    s = NoiseSchedule.from_name("linear", 50)
+    x_T = torch.randn(2, 1, 3, 3, generator=gen(0))
+    seen = []
+    out = get_sampler(name)(Denoiser(lambda x, t: 0.1 * x, s), x_T, s, steps=7, generator=gen(1), callback=seen.append)
+    assert [e["i"] for e in seen] == list(range(1, 8)) and {e["total"] for e in seen} == {7}
+    assert [e["t"] for e in seen] == respaced_timesteps(50, 7).flip(0).tolist()  # from T-1 down to 0
+    assert all(e["x"].shape == e["x0"].shape == x_T.shape for e in seen)
+    assert torch.equal(seen[-1]["x"], out)
+
+
+def test_unknown_options_are_a_type_error() -> None:
+    s = NoiseSchedule.from_name("cosine", 10)
+    with pytest.raises(TypeError):
+        get_sampler("dpm++")(Denoiser(lambda x, t: x, s), torch.zeros(1, 1, 2, 2), s, eta=0.5)
+
+
+# -- ddim -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eta", [-0.1, 1.5])
+def test_ddim_eta_must_be_between_0_and_1(eta) -> None:
+    s = NoiseSchedule.from_name("cosine", 10)
+    with pytest.raises(TinyDiffError, match="eta must be between 0"):
+        get_sampler("ddim")(Denoiser(lambda x, t: x, s), torch.zeros(1, 1, 2, 2), s, eta=eta)
+
+
+@pytest.mark.parametrize("steps", [None, 9])
+def test_ddim_with_eta_1_is_ddpm_step_for_step(steps) -> None:
+    """With sigma = the posterior std (eq. 16, eta = 1), DDIM's eq. 12 is DDPM's posterior mean plus the same noise."""
+    s = NoiseSchedule.from_name("cosine", 40)
+    x_T = torch.randn(4, 1, 3, 3, generator=gen(0))
+    model = lambda x, t: 0.5 * x + 0.1 * t.view(-1, 1, 1, 1)  # noqa: E731  not optimal, and x_0 gets clipped
+    ddpm = get_sampler("ddpm")(Denoiser(model, s), x_T, s, steps=steps, generator=gen(1))
+    ddim = get_sampler("ddim")(Denoiser(model, s), x_T, s, steps=steps or 40, generator=gen(1), eta=1.0)
+    assert torch.allclose(ddim, ddpm, atol=1e-5)
+
+
+def test_ddim_with_eta_1_and_ddpm_sample_gaussian_data_alike() -> None:
+    """On N(mu, s^2) data with its exact denoiser, the samplers' means and stds match the data's and each other's.
+
+    T = 1000: with DDPM's fixed reverse variance beta_tilde the chain is under-dispersed at small T
+    (std 0.272 instead of 0.3 at T = 100, linear; the same from the closed-form linear-Gaussian chain).
+    """
+    s = NoiseSchedule.from_name("cosine", 1000)
+    n = 4000
+    se_mean, se_std = STD / n**0.5, STD / (2 * n) ** 0.5  # standard errors of the sample mean and std
+    runs = {"ddpm": ("ddpm", None, {}), "ddim eta=1": ("ddim", 1000, {"eta": 1.0}),
+            "ddim eta=0": ("ddim", 1000, {"eta": 0.0}), "dpm++": ("dpm++", 50, {})}  # fmt: skip
+    out = {}
+    for seed, (key, (name, steps, options)) in enumerate(runs.items()):
+        g = gen(10 + seed)  # different noise for each: a test of distributions, not of identical draws
+        x_T = torch.randn(1, 1, 40, n // 40, generator=g)  # n independent pixels
+        x0 = get_sampler(name)(Denoiser(GaussianData(MU, STD, s), s), x_T, s, steps=steps, generator=g, **options)
+        out[key] = x0.flatten().double()
+    for key, x in out.items():
+        assert abs(x.mean().item() - MU) < 4 * se_mean, (key, x.mean().item())
+        assert abs(x.std().item() - STD) < 4 * se_std, (key, x.std().item())
+    ddpm, ddim = out["ddpm"], out["ddim eta=1"]
+    assert abs(ddpm.mean().item() - ddim.mean().item()) < 4 * 2**0.5 * se_mean
+    assert abs(ddpm.std().item() - ddim.std().item()) < 4 * 2**0.5 * se_std
+
+
+# -- the deterministic samplers follow the probability-flow ODE ---------------------
+
+
+def gaussian_flow(x_T: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    """Where the exact ODE takes x_T for N(mu, s^2) data: it keeps the z-score of x_t (a 1-D monotone map
+    between Gaussians), down to t = 0; the samplers' final step then denoises with E[x_0 | x_t]."""
+    ab_T, ab_0 = schedule.alphas_cumprod[-1].item(), schedule.alphas_cumprod[0].item()
+    z = (x_T.double() - ab_T**0.5 * MU) / (ab_T * STD**2 + 1 - ab_T) ** 0.5
+    return MU + STD * z * ab_0**0.5 * STD / (ab_0 * STD**2 + 1 - ab_0) ** 0.5
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_dpm_solver_converges_to_the_ode_solution_faster_than_ddim(schedule) -> None:
+    s = NoiseSchedule.from_name(schedule, 100)
+    x_T = torch.linspace(-2.5, 2.5, 41).reshape(-1, 1, 1, 1)
+    target = gaussian_flow(x_T, s)
+    error = lambda name, steps: (get_sampler(name)(Denoiser(GaussianData(MU, STD, s), s), x_T, s, steps=steps) - target).abs().max().item()  # noqa: E731
+    dpm = [error("dpm++", steps) for steps in (10, 20, 50)]
+    ddim = [error("ddim", steps) for steps in (10, 20, 50)]
+    assert dpm == sorted(dpm, reverse=True) and ddim == sorted(ddim, reverse=True)  # both converge
+    assert all(d < e for d, e in zip(dpm, ddim))
+    assert dpm[2] < 0.01 and dpm[2] < ddim[2] / 3  # second order: 50 steps get within 1% of the data range
+    assert error("dpm++", 100) < 1e-3 < error("ddim", 100)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from . import __version__
 from .config import DiffusionConfig, ModelConfig, ScheduleConfig, format_validation_error
 from .errors import TinyDiffError
+from .images import current_umask
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -74,6 +75,7 @@ def write_folder_atomic(target: Path, files: dict[str, bytes]) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         _fsync_dir(tmp)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; others may read a model folder
         if target.exists():
             old = target.with_name(f".old-{target.name}-{os.getpid()}")
             os.rename(target, old)

@@ -120,7 +120,7 @@ def sample_command(
     model: Optional[str] = typer.Option(None, "--model", help="Run directory, model folder or bundled model name."),
     num: int = typer.Option(16, "--num", help="How many images."),
     sampler: str = typer.Option("ddpm", "--sampler", help="Sampler name (see `tinydiff plugins --all`)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: all of the model's T)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: ddpm all T, ddim 50, dpm++ 20)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same images (on CPU)."),
     out: str = typer.Option("samples.png", "--out", help="*.png grid, *.npz arrays, or a directory/ of PNGs."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps (same seed, same images on CPU)."),
