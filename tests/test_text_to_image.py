@@ -186,3 +186,29 @@ def test_a_prompt_to_an_unconditional_model_is_an_error(tmp_path) -> None:
 def test_contradictory_style_words_are_an_error(text_run, tmp_path) -> None:
     result, _ = sample(text_run, tmp_path, "a thin bold seven")
     assert result.exit_code == 1 and result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_eval_json_schema_for_a_text_model(text_run) -> None:
+    result = runner.invoke(app_(), ["eval", "--model", str(text_run), "--num-per-digit", "2", "--steps", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) >= {"model", "conditional", "sampler", "steps", "nfe", "guidance", "num_images", "seconds",
+                           "mnist_fd", "mnist_fd_floor", "fd_ratio", "class_histogram", "accuracy", "per_digit_accuracy"}  # fmt: skip
+    assert report["conditional"] is True and report["nfe"] == 3 and report["num_images"] == 20
+    assert sorted(report["per_digit_accuracy"]) == [str(d) for d in range(10)]
+    assert all(0.0 <= a <= 1.0 for a in report["per_digit_accuracy"].values())
+    assert sum(report["class_histogram"]) == 20 and report["mnist_fd"] > 0 and report["mnist_fd_floor"] > 0
+    table = runner.invoke(app_(), ["eval", "--model", str(text_run), "--num-per-digit", "2", "--steps", "2"])
+    assert table.exit_code == 0 and "prompt accuracy" in table.stdout and "MNIST-FD" in table.stdout
+
+
+def test_eval_of_an_unconditional_model_reports_fd_and_histogram_only(tmp_path) -> None:
+    cfg = ModelConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[], groups=4)
+    save_model_folder(tmp_path / "u", ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_steps=50)), UNet(cfg).state_dict())
+    result = runner.invoke(app_(), ["eval", "--model", str(tmp_path / "u"), "--num-per-digit", "2", "--sampler", "ddim",
+                                    "--steps", "2", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["conditional"] is False and "accuracy" not in report and report["guidance"] is None
+    bad = runner.invoke(app_(), ["eval", "--model", str(tmp_path / "u"), "--num-per-digit", "1"])
+    assert bad.exit_code == 1 and "at least 2" in bad.stderr

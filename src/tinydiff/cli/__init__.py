@@ -14,6 +14,7 @@ import typer
 
 from .. import __version__
 from .output import err_console, error_line
+from .eval import eval_command
 from .inspect import inspect_command
 from .plugins import plugins_command
 from .sample import sample_command
@@ -48,6 +49,7 @@ app.command("train")(train_command)
 app.command("sample")(sample_command)
 app.command("inspect")(inspect_command)
 app.command("plugins")(plugins_command)
+app.command("eval")(eval_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,64 @@
+"""``tinydiff eval``: sample each digit and score the model with the shipped classifier."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import typer
+
+from .output import console, err_console, handles_errors
+
+
+@handles_errors
+def eval_command(
+    model: Optional[str] = typer.Option(None, "--model", help="Run directory, model folder or bundled model name."),
+    num_per_digit: int = typer.Option(100, "--num-per-digit", help="Images sampled for each digit."),
+    sampler: str = typer.Option("ddpm", "--sampler", help="Sampler name."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the sampler's)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance weight (text models)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the first batch."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder holding MNIST/raw (the test set is the reference)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Score a model: prompt accuracy per digit, MNIST-FD beside the real-data floor, speed."""
+    from ..config import SampleConfig
+    from ..evaluate import evaluate_pipeline
+    from ..pipeline import Pipeline
+    from ..plugins import get_sampler
+
+    settings = SampleConfig(sampler=sampler, steps=steps, seed=seed, device=device)  # validates these flags
+    get_sampler(settings.sampler)
+    pipe = Pipeline.from_ref(model, device=settings.device)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:  # fmt: skip
+        task = progress.add_task("eval", total=10 * num_per_digit)
+
+        def on_batch(info: dict[str, Any]) -> None:
+            progress.update(task, completed=info["done"])
+
+        report = evaluate_pipeline(pipe, num_per_digit=num_per_digit, sampler=settings.sampler, steps=settings.steps,
+                                   guidance=guidance, seed=seed, data_dir=data_dir, callback=on_batch)  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{report['model']}: {report['num_images']} images, {report['sampler']}, "
+                  f"{report['nfe']} network evaluations each, {report['seconds']:.1f} s")  # fmt: skip
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    if report["conditional"]:
+        table.add_row("prompt accuracy", f"{report['accuracy']:.1%}")
+        for digit, acc in report["per_digit_accuracy"].items():
+            table.add_row(f"  digit {digit}", f"{acc:.1%}")
+        table.add_row("guidance", f"{report['guidance']:g}")
+    table.add_row("MNIST-FD", f"{report['mnist_fd']:.2f}")
+    table.add_row("real-data floor at this N", f"{report['mnist_fd_floor']:.2f}")
+    table.add_row("ratio to the floor", f"{report['fd_ratio']:.2f}x")
+    table.add_row("class histogram", " ".join(str(c) for c in report["class_histogram"]))
+    console.print(table)
