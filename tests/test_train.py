@@ -114,3 +114,17 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny
     with pytest.raises(TinyDiffError, match=r"non-finite by step 15; the last good checkpoint is .*step-000010"):
         train(tiny_config(steps=20), tmp_path / "run")
     assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [10]
+
+
+def test_eval_every_logs_quality_figures(tmp_path, tiny_config, data_dir) -> None:
+    from typer.testing import CliRunner
+
+    from tinydiff.cli import app
+
+    train(tiny_config(steps=10, eval_every=5, eval_num_per_digit=2, eval_steps=2), tmp_path / "run")
+    evaluated = [m for m in read_metrics(tmp_path / "run") if "eval_mnist_fd" in m]
+    assert [m["step"] for m in evaluated] == [5, 10]
+    assert all(m["eval_mnist_fd"] > 0 and m["eval_fd_ratio"] > 0 and m["eval_nfe"] == 2 for m in evaluated)
+    assert "eval_accuracy" not in evaluated[0], "an unconditional model has no prompt accuracy"
+    info = json.loads(CliRunner().invoke(app, ["inspect", str(tmp_path / "run"), "--json"]).stdout)
+    assert [e["step"] for e in info["eval"]] == [5, 10]

@@ -102,6 +102,10 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(1000, gt=0)  # steps between checkpoints
     sample_num: int = Field(16, gt=0, le=256)  # images per snapshot, always the same seeds
     sample_steps: int | None = Field(100, gt=0)  # sampler steps for snapshots (None: all T)
+    eval_every: int | None = Field(None, gt=0)  # steps between `tinydiff eval` figures in metrics.jsonl (None: off)
+    eval_num_per_digit: int = Field(10, ge=2)  # small: a quick trend, not the final figure
+    eval_sampler: str = "ddim"  # a few-step sampler keeps evaluation cheap
+    eval_steps: int | None = Field(20, gt=0)
 
 
 class Config(_Strict):

@@ -86,7 +86,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         t = config.train
         self.device = resolve_device(t.device)
-        get_sampler("ddpm")  # fail early if the snapshot sampler is missing
+        get_sampler("ddpm")  # fail early if the snapshot (or evaluation) sampler is missing
+        if t.eval_every:
+            get_sampler(t.eval_sampler)
         self.schedule = NoiseSchedule.from_name(config.schedule.name, config.schedule.num_steps, **config.schedule.options)
         torch.manual_seed(t.seed)
         self.model = UNet(config.model).to(self.device)
@@ -151,6 +153,18 @@ class Trainer:
         sampler_gen = torch.Generator(self.device).manual_seed(SNAPSHOT_SEED + 1)
         x0 = get_sampler("ddpm")(denoiser, x_T, self.schedule, steps=t.sample_steps, generator=sampler_gen)
         return to_uint8(x0)
+
+    def evaluate(self) -> dict[str, Any]:
+        """``tinydiff eval`` figures of the EMA weights, small N: prompt accuracy (text models) and MNIST-FD."""
+        from .evaluate import evaluate_pipeline
+        from .pipeline import Pipeline
+
+        t = self.config.train
+        pipe = Pipeline(self.model_folder_config(None), self.ema, path=self.run_dir)
+        report = evaluate_pipeline(pipe, num_per_digit=t.eval_num_per_digit, sampler=t.eval_sampler,
+                                   steps=t.eval_steps, data_dir=t.data_dir, seed=SNAPSHOT_SEED)  # fmt: skip
+        keys = ("accuracy", "mnist_fd", "mnist_fd_floor", "fd_ratio", "nfe")
+        return {f"eval_{k}": report[k] for k in keys if k in report}
 
     def model_folder_config(self, loss: float | None) -> ModelFolderConfig:
         return ModelFolderConfig(
@@ -268,11 +282,17 @@ def train(
             if not bool(torch.isfinite(running).all()):  # never log or checkpoint a diverged model
                 where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved"
                 raise TinyDiffError(f"the loss became non-finite by step {step}; {where}. Lower --lr and resume")
-        if step % t.log_every == 0 or final:
+        eval_due = bool(t.eval_every) and (step % t.eval_every == 0 or final)
+        if step % t.log_every == 0 or final or eval_due:
             loss, grad_norm = (running / interval_steps).tolist()
             elapsed = time.perf_counter() - interval_start - paused  # snapshots and checkpoints are not training
             metrics = {"step": step, "loss": loss, "grad_norm": grad_norm, "lr": learning_rate(step - 1, config),
                        "img_per_s": interval_steps * t.batch_size / max(elapsed, 1e-9), "epoch": trainer.batches.epoch}  # fmt: skip
+            if eval_due:
+                pause = time.perf_counter()
+                metrics.update(trainer.evaluate())
+                paused_eval = time.perf_counter() - pause
+                emit({"event": "eval", "step": step, "seconds": paused_eval, **metrics})
             tracker.log(metrics)
             last_loss = loss
             running.zero_()

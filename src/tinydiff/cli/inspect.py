@@ -73,6 +73,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     metrics = read_metrics(run_dir)
     checkpoints = list_checkpoints(run_dir)
     last = metrics[-1] if metrics else {}
+    evaluated = [m for m in metrics if "eval_mnist_fd" in m]
     info: dict[str, Any] = {
         "run_dir": str(run_dir),
         "preset": config.get("preset"),
@@ -88,6 +89,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         "versions": record.get("versions"),
         "git_commit": record.get("git_commit"),
         "metrics_logged": len(metrics),
+        "eval": [{k: m[k] for k in m if k == "step" or k.startswith("eval_")} for m in evaluated],
     }
     if checkpoints:
         info["model"] = describe_model(checkpoints[-1][1])
@@ -153,6 +155,9 @@ def inspect_command(
         table.add_row("progress", f"step {info['step']} of {_fmt(info['steps'])}, loss {_fmt(info['loss'])}, "
                       f"{_fmt(info['img_per_s'])} img/s")  # fmt: skip
         table.add_row("checkpoints", str(len(info["checkpoints"])) + (f" (newest {info['checkpoints'][-1]})" if info["checkpoints"] else ""))
+        for e in info["eval"][-5:]:
+            acc = f"prompt accuracy {e['eval_accuracy']:.1%}, " if "eval_accuracy" in e else ""
+            table.add_row(f"eval @ {e['step']}", f"{acc}MNIST-FD {e['eval_mnist_fd']:.2f} ({e['eval_fd_ratio']:.1f}x floor)")
         table.add_row("snapshots", str(len(info["snapshots"])) + (f", evolution: {info['evolution']}" if info["evolution"] else ""))
     if model:
         m, s = model["model"], model["schedule"]

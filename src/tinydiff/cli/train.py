@@ -15,7 +15,7 @@ from ..errors import TinyDiffError
 from .output import err_console, handles_errors
 
 # flags that may change when resuming; everything else comes from the run's config.json
-RESUMABLE = {"steps", "sample_every", "checkpoint_every", "device", "data_dir"}
+RESUMABLE = {"steps", "sample_every", "checkpoint_every", "device", "data_dir", "eval_every"}
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def _resume_config(run_dir: Path, overrides: dict[str, Any], preset: str | None,
     if changed:
         raise TinyDiffError(
             f"--resume keeps the run's own config; drop --{changed[0].replace('_', '-')} "
-            "(only --steps, --sample-every, --checkpoint-every, --device and --data-dir may change)"
+            "(only --steps, --sample-every, --checkpoint-every, --eval-every, --device and --data-dir may change)"
         )
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))["config"]
@@ -73,12 +73,13 @@ def train_command(
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metrics lines."),
     conditioning: Optional[str] = typer.Option(None, "--conditioning", help="text: condition on captions; none: unconditional."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between eval figures in metrics.jsonl."),
 ) -> None:
     """Train a diffusion model on MNIST; the run is tracked in --run-dir."""
     overrides = _overrides(
         schedule=schedule, steps=steps, batch_size=batch_size, lr=lr, data_dir=data_dir, device=device,
         seed=seed, sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every,
-        conditioning=conditioning,
+        conditioning=conditioning, eval_every=eval_every,
     )  # fmt: skip
     if resume:
         if run_dir is None:
@@ -124,6 +125,12 @@ class TrainProgress:
             )
             self.progress.__enter__()
             self.task = self.progress.add_task("train", total=event["total"], completed=event["step"], stats="")
+        elif kind == "eval":
+            acc = f"prompt accuracy {event['eval_accuracy']:.1%}, " if "eval_accuracy" in event else ""
+            self.progress.console.print(
+                f"step {event['step']}: {acc}MNIST-FD {event['eval_mnist_fd']:.2f} "
+                f"({event['eval_fd_ratio']:.1f}x the floor), {event['seconds']:.0f} s"
+            )
         elif kind == "log" and self.task is not None:
             stats = f"loss {event['loss']:.4f}  {event['img_per_s']:.0f} img/s"
             self.progress.update(self.task, stats=stats)
