@@ -85,6 +85,8 @@ class Pipeline:
                 raise TinyDiffError(f"got {len(prompts)} prompts for {num} images; give one prompt per image")
             context = self.model.encode_text(prompts)
             uncond = self.model.encode_text([""] * num)
+        elif self.is_text_model:  # no prompt: the unconditional prompt, encoded once rather than every step
+            context = self.model.encode_text([""] * num)
         generator = torch.Generator(self.device).manual_seed(seed)
         x_T = torch.randn((num, cfg.in_channels, cfg.image_size, cfg.image_size), generator=generator, device=self.device)
         denoiser = Denoiser(self.model, self.schedule, objective=self.config.diffusion.objective,
