@@ -95,3 +95,13 @@ def test_a_truncated_newest_checkpoint_is_a_clear_error(tmp_path, tiny_config, d
     state.write_bytes(state.read_bytes()[:1000])
     with pytest.raises(TinyDiffError, match="truncated or corrupted"):
         train(tiny_config(steps=30), run, resume=True)
+
+
+def test_keep_checkpoints_prunes_the_oldest(tmp_path, tiny_config, data_dir) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(steps=40, checkpoint_every=10, keep_checkpoints=2), run)
+    assert [s for s, _ in list_checkpoints(run)] == [30, 40]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000030", "step-000040"]
+    events = []
+    train(tiny_config(steps=50, checkpoint_every=10, keep_checkpoints=2), run, resume=True, callback=events.append)
+    assert events[0]["step"] == 40 and [s for s, _ in list_checkpoints(run)] == [40, 50]

@@ -100,6 +100,7 @@ class TrainConfig(_Strict):
     log_every: int = Field(50, gt=0)  # steps between metrics.jsonl lines
     sample_every: int = Field(250, gt=0)  # steps between sample snapshots: enough for an evolution sheet
     checkpoint_every: int = Field(1000, gt=0)  # steps between checkpoints
+    keep_checkpoints: int | None = Field(None, ge=1)  # keep only the newest K checkpoints (None: keep all)
     sample_num: int = Field(16, gt=0, le=256)  # images per snapshot, always the same seeds
     sample_steps: int | None = Field(100, gt=0)  # sampler steps for snapshots (None: all T)
     eval_every: int | None = Field(None, gt=0)  # steps between `tinydiff eval` figures in metrics.jsonl (None: off)

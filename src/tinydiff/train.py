@@ -16,6 +16,7 @@ import copy
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +204,10 @@ class Trainer:
         files[STATE_FILE] = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta)
         target = self.run_dir / "checkpoints" / step_dir_name(self.step)
         write_folder_atomic(target, files)
+        keep = self.config.train.keep_checkpoints
+        if keep:  # prune only after the new one is safely in place
+            for _, old in list_checkpoints(self.run_dir)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
         return target
 
     def load_checkpoint(self, folder: Path) -> None:

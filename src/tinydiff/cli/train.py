@@ -15,7 +15,7 @@ from ..errors import TinyDiffError
 from .output import err_console, handles_errors
 
 # flags that may change when resuming; everything else comes from the run's config.json
-RESUMABLE = {"steps", "sample_every", "checkpoint_every", "device", "data_dir", "eval_every"}
+RESUMABLE = {"steps", "sample_every", "checkpoint_every", "device", "data_dir", "eval_every", "keep_checkpoints"}
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -47,7 +47,8 @@ def _resume_config(run_dir: Path, overrides: dict[str, Any], preset: str | None,
     if changed:
         raise TinyDiffError(
             f"--resume keeps the run's own config; drop --{changed[0].replace('_', '-')} "
-            "(only --steps, --sample-every, --checkpoint-every, --eval-every, --device and --data-dir may change)"
+            "(only --steps, --sample-every, --checkpoint-every, --keep-checkpoints, --eval-every, --device "
+            "and --data-dir may change)"
         )
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))["config"]
@@ -74,12 +75,13 @@ def train_command(
     log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metrics lines."),
     conditioning: Optional[str] = typer.Option(None, "--conditioning", help="text: condition on captions; none: unconditional."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between eval figures in metrics.jsonl."),
+    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Keep only the newest K checkpoints."),
 ) -> None:
     """Train a diffusion model on MNIST; the run is tracked in --run-dir."""
     overrides = _overrides(
         schedule=schedule, steps=steps, batch_size=batch_size, lr=lr, data_dir=data_dir, device=device,
         seed=seed, sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every,
-        conditioning=conditioning, eval_every=eval_every,
+        conditioning=conditioning, eval_every=eval_every, keep_checkpoints=keep_checkpoints,
     )  # fmt: skip
     if resume:
         if run_dir is None:
