@@ -12,37 +12,15 @@ import pytest
 from tinydiff.checkpoint import list_checkpoints
 from tinydiff.train import train
 
-TOML = """
-[model]
-base_channels = 16
-channel_mult = [1, 2]
-num_res_blocks = 1
-attention_resolutions = [14]
-groups = 4
-heads = 2
-[schedule]
-num_steps = 50
-[train]
-lr = 1e-3
-warmup_steps = 5
-batch_size = 16
-log_every = 5
-sample_every = 1000
-checkpoint_every = 10
-sample_num = 4
-sample_steps = 5
-device = "cpu"
-"""
-
 
 def tinydiff(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tinydiff", *args], cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "100"})  # fmt: skip
 
 
-def test_sigkill_after_the_second_checkpoint_then_resume_is_bit_identical(tmp_path, data_dir) -> None:
-    (tmp_path / "tiny.toml").write_text(TOML)
-    common = ["--config", "tiny.toml", "--steps", "60"]
+def test_sigkill_after_the_second_checkpoint_then_resume_is_bit_identical(tmp_path, tiny_toml, data_dir) -> None:
+    common = ["--config", tiny_toml.name, "--steps", "60", "--batch-size", "16", "--device", "cpu",
+              "--checkpoint-every", "10", "--sample-every", "1000"]  # fmt: skip
     straight = tinydiff("train", *common, "--run-dir", "straight", cwd=tmp_path)
 
     victim = tinydiff("train", *common, "--run-dir", "killed", cwd=tmp_path)
