@@ -283,12 +283,12 @@ def train(
         step = trainer.step
         final = step == t.steps
         checkpoint_due = step % t.checkpoint_every == 0 or final
-        if step % t.log_every == 0 or final or checkpoint_due:
-            if not bool(torch.isfinite(running).all()):  # never log or checkpoint a diverged model
-                where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved"
-                raise TinyDiffError(f"the loss became non-finite by step {step}; {where}. Lower --lr and resume")
         eval_due = bool(t.eval_every) and (step % t.eval_every == 0 or final)
-        if step % t.log_every == 0 or final or eval_due:
+        log_due = step % t.log_every == 0 or final or eval_due
+        if (log_due or checkpoint_due) and not bool(torch.isfinite(running).all()):  # never log or save divergence
+            where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved"
+            raise TinyDiffError(f"the loss became non-finite by step {step}; {where}. Lower --lr and resume")
+        if log_due:
             loss, grad_norm = (running / interval_steps).tolist()
             elapsed = time.perf_counter() - interval_start - paused  # snapshots and checkpoints are not training
             metrics = {"step": step, "loss": loss, "grad_norm": grad_norm, "lr": learning_rate(step - 1, config),
@@ -307,7 +307,7 @@ def train(
         pause_start = time.perf_counter()
         if step % t.sample_every == 0 or final:
             images = trainer.snapshot().numpy()
-            path = tracker.save_snapshot(step, make_grid(images, nrow=int(math.ceil(math.sqrt(len(images))))))
+            path = tracker.save_snapshot(step, make_grid(images))
             emit({"event": "snapshot", "step": step, "path": str(path)})
         if checkpoint_due:
             last_checkpoint = trainer.save_checkpoint(last_loss)
