@@ -58,6 +58,8 @@ def tiny_toml(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(
         """
+preset = "stage3"  # the unconditional milestone model; the default preset (laptop) is a text model
+
 [model]
 base_channels = 16
 channel_mult = [1, 2]

@@ -82,6 +82,13 @@ def test_resolve_ref_run_dir_gives_newest_complete_checkpoint(tmp_path) -> None:
     assert [s for s, _ in list_checkpoints(run)] == [10, 20]
     assert resolve_model_ref(str(run)).name == "step-000020"
     assert resolve_model_ref(str(run / "checkpoints" / "step-000010")).name == "step-000010"
+
+
+
+def test_without_a_bundled_model_the_default_ref_says_how_to_get_one(monkeypatch) -> None:
+    import tinydiff.checkpoint as ckpt
+
+    monkeypatch.setattr(ckpt, "bundled_models", lambda: {})
     with pytest.raises(TinyDiffError, match="no bundled model"):
         resolve_model_ref(None)
 

@@ -376,3 +376,18 @@ def test_download_mnist_offline_raises_and_leaves_no_files(tmp_path: Path, monke
     with pytest.raises(TinyDiffError, match="could not be downloaded"):
         load_mnist(tmp_path, split="train")
     assert files_below(tmp_path) == []
+
+
+def test_rescale_images_scales_a_centred_square_about_the_centre() -> None:
+    from tinydiff.captions import measure_style
+    from tinydiff.data import rescale_images
+
+    square = torch.zeros(3, 28, 28, dtype=torch.uint8)
+    square[:, 9:19, 9:19] = 255  # 10 pixels wide, centred
+    out = rescale_images(square, torch.tensor([1.0, 0.5, 2.0]))
+    assert out.dtype == torch.uint8 and out.shape == (3, 28, 28)
+    assert torch.equal(out[0], square[0]), "factor 1 is the identity"
+    heights = measure_style(out)["height"].tolist()
+    assert heights[1] == pytest.approx(5, abs=2) and heights[2] == pytest.approx(20, abs=2)  # edges antialiased
+    ys, xs = torch.nonzero(out[2] > 127, as_tuple=True)
+    assert abs(ys.float().mean().item() - 13.5) < 0.6 and abs(xs.float().mean().item() - 13.5) < 0.6

@@ -63,3 +63,28 @@ def test_loss_is_mse_of_a_wrong_prediction() -> None:
     noise = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     loss = training_loss(zero, torch.zeros_like(noise), torch.zeros(64, dtype=torch.long), noise, s)
     assert loss.item() == pytest.approx(noise.pow(2).mean().item())
+
+
+@pytest.mark.parametrize("objective", ["epsilon", "v", "x0"])
+def test_min_snr_gamma_weights_each_image_by_its_clipped_snr(objective: str) -> None:
+    s = NoiseSchedule.from_name("linear", 1000)
+    torch.manual_seed(0)
+    x0, noise = torch.randn(6, 1, 8, 8), torch.randn(6, 1, 8, 8)
+    t = torch.tensor([0, 10, 100, 400, 800, 999])
+    model = lambda x, t: 0.5 * x  # noqa: E731 - any fixed wrong prediction
+    plain = training_loss(model, x0, t, noise, s, objective=objective)
+    # a gamma above every SNR changes nothing for epsilon; the weight is min(snr, gamma) in the objective's units
+    snr = s.snr()[t].float()
+    clipped = snr.clamp(max=5.0)
+    weight = {"epsilon": clipped / snr, "v": clipped / (snr + 1), "x0": clipped}[objective]
+    a = s.sqrt_alphas_cumprod[t].float().view(-1, 1, 1, 1)
+    sd = s.sqrt_one_minus_alphas_cumprod[t].float().view(-1, 1, 1, 1)
+    target = {"epsilon": noise, "x0": x0, "v": a * noise - sd * x0}[objective]
+    per_image = ((model(a * x0 + sd * noise, t) - target) ** 2).flatten(1).mean(1)
+    weighted = training_loss(model, x0, t, noise, s, objective=objective, min_snr_gamma=5.0)
+    torch.testing.assert_close(weighted, (weight * per_image).mean(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(plain, per_image.mean(), rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(weighted, plain)
+    if objective == "epsilon":
+        huge = training_loss(model, x0, t, noise, s, objective=objective, min_snr_gamma=1e12)
+        torch.testing.assert_close(huge, plain, rtol=1e-5, atol=1e-7)

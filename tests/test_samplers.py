@@ -36,7 +36,7 @@ class GaussianData(torch.nn.Module):
 
 BUILTIN = ["ddpm", "ddim", "dpm++"]
 STOCHASTIC = {"ddpm"}  # ddim is stochastic only with eta > 0; dpm++ never
-DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpm++": 20}  # None: all T
+DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpm++": 10}  # None: all T
 MU, STD = 0.2, 0.3  # Gaussian data well inside [-1, 1], so clipping x_0 does not matter
 
 
@@ -214,3 +214,23 @@ def test_dpm_solver_converges_to_the_ode_solution_faster_than_ddim(schedule) -> 
     assert all(d < e for d, e in zip(dpm, ddim))
     assert dpm[2] < 0.01 and dpm[2] < ddim[2] / 3  # second order: 50 steps get within 1% of the data range
     assert error("dpm++", 100) < 1e-3 < error("ddim", 100)
+
+
+def test_the_default_sampler_is_the_measured_one_with_its_own_steps() -> None:
+    from tinydiff.checkpoint import ModelFolderConfig
+    from tinydiff.config import DEFAULT_SAMPLER, ModelConfig, ScheduleConfig, sampling_defaults
+    from tinydiff.nn.unet import UNet
+    from tinydiff.pipeline import Pipeline
+
+    assert sampling_defaults(None, None) == (DEFAULT_SAMPLER, None) and DEFAULT_SAMPLER in registry("sampler").names()
+    assert sampling_defaults(None, 7) == (DEFAULT_SAMPLER, 7) and sampling_defaults("ddim", None) == ("ddim", None)
+    cfg = ModelConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[], groups=4)
+    torch.manual_seed(0)
+    model = UNet(cfg)
+    for p in model.parameters():  # zero-initialised output layers would make every sampler agree
+        torch.nn.init.normal_(p, std=0.05)
+    pipe = Pipeline(ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_steps=100)), model.eval())
+    calls = []
+    default = pipe.sample(2, seed=3, callback=calls.append)
+    assert torch.equal(default, pipe.sample(2, seed=3, sampler=DEFAULT_SAMPLER))
+    assert len(calls) == 10 and not torch.equal(default, pipe.sample(2, seed=3, sampler="ddim", steps=10))

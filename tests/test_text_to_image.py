@@ -91,6 +91,7 @@ def text_run(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("t2i")
     toml = root / "tiny.toml"
     toml.write_text(
+        'preset = "stage3"\n'
         "[model]\nbase_channels = 16\nchannel_mult = [1, 2]\nnum_res_blocks = 1\nattention_resolutions = [14]\n"
         "cross_attention_resolutions = [14]\ngroups = 4\nheads = 2\n[model.text]\ndim = 32\nlayers = 1\nheads = 2\n"
         "[schedule]\nnum_steps = 50\n[train]\nlr = 2e-3\nwarmup_steps = 10\nlog_every = 20\nsample_num = 4\nsample_steps = 5\n"
@@ -193,10 +194,12 @@ def test_eval_json_schema_for_a_text_model(text_run) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert set(report) >= {"model", "conditional", "sampler", "steps", "nfe", "guidance", "num_images", "seconds",
-                           "mnist_fd", "mnist_fd_floor", "fd_ratio", "class_histogram", "accuracy", "per_digit_accuracy"}  # fmt: skip
+                           "mnist_fd", "mnist_fd_floor", "fd_ratio", "class_histogram", "accuracy", "per_digit_accuracy",
+                           "min_digit_accuracy"}  # fmt: skip
     assert report["conditional"] is True and report["nfe"] == 3 and report["num_images"] == 20
     assert sorted(report["per_digit_accuracy"]) == [str(d) for d in range(10)]
     assert all(0.0 <= a <= 1.0 for a in report["per_digit_accuracy"].values())
+    assert report["min_digit_accuracy"] == min(report["per_digit_accuracy"].values())
     assert sum(report["class_histogram"]) == 20 and report["mnist_fd"] > 0 and report["mnist_fd_floor"] > 0
     table = runner.invoke(app_(), ["eval", "--model", str(text_run), "--num-per-digit", "2", "--steps", "2"])
     assert table.exit_code == 0 and "prompt accuracy" in table.stdout and "MNIST-FD" in table.stdout
@@ -212,3 +215,25 @@ def test_eval_of_an_unconditional_model_reports_fd_and_histogram_only(tmp_path) 
     assert report["conditional"] is False and "accuracy" not in report and report["guidance"] is None
     bad = runner.invoke(app_(), ["eval", "--model", str(tmp_path / "u"), "--num-per-digit", "1"])
     assert bad.exit_code == 1 and "at least 2" in bad.stderr
+
+
+def test_eval_style_reports_ink_and_slant_of_paired_style_prompts(text_run) -> None:
+    result = runner.invoke(app_(), ["eval", "--model", str(text_run), "--num-per-digit", "2", "--steps", "2", "--style", "--json"])
+    assert result.exit_code == 0, result.output
+    style = json.loads(result.stdout)["style"]
+    assert style["num_per_prompt"] == 10  # half of --num-per-digit, for each of the ten digits
+    assert set(style["groups"]) == {"bold", "thin", "leaning right", "leaning left"}
+    g = style["groups"]
+    assert style["bold_thin_ink_ratio"] == pytest.approx(g["bold"]["ink"] / g["thin"]["ink"])
+    assert style["slant_right"] == g["leaning right"]["slant"] and style["slant_left"] == g["leaning left"]["slant"]
+    assert all(grp["ink"] > 0 and 0 <= grp["accuracy"] <= 1 for grp in g.values())
+    table = runner.invoke(app_(), ["eval", "--model", str(text_run), "--num-per-digit", "2", "--steps", "2", "--style"])
+    assert table.exit_code == 0 and "bold / thin" in table.stdout
+
+
+def test_eval_style_of_an_unconditional_model_is_one_line_error(tmp_path) -> None:
+    cfg = ModelConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[], groups=4)
+    save_model_folder(tmp_path / "u", ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_steps=50)), UNet(cfg).state_dict())
+    result = runner.invoke(app_(), ["eval", "--model", str(tmp_path / "u"), "--style"])
+    assert result.exit_code == 1 and "--style needs a text model" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -128,3 +128,60 @@ def test_eval_every_logs_quality_figures(tmp_path, tiny_config, data_dir) -> Non
     assert "eval_accuracy" not in evaluated[0], "an unconditional model has no prompt accuracy"
     info = json.loads(CliRunner().invoke(app, ["inspect", str(tmp_path / "run"), "--json"]).stdout)
     assert [e["step"] for e in info["eval"]] == [5, 10]
+
+
+def test_max_minutes_stops_early_with_a_final_checkpoint(tmp_path, tiny_config, data_dir) -> None:
+    run = tmp_path / "run"
+    result = train(tiny_config(steps=100_000, max_minutes=0.0005, checkpoint_every=50_000, sample_every=50_000), run)
+    assert 1 <= result.step < 100_000, "a 30 ms budget ends long before 100k steps"
+    assert [s for s, _ in list_checkpoints(run)] == [result.step]  # the last step always checkpoints
+    assert read_metrics(run)[-1]["step"] == result.step
+
+
+def test_channels_last_trains_the_same_model(tmp_path, tiny_config, data_dir) -> None:
+    from tinydiff.train import Trainer
+
+    plain, nhwc = (Trainer(tiny_config(channels_last=flag), tmp_path / str(flag)) for flag in (False, True))
+    assert nhwc.model.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    for _ in range(3):
+        a, b = plain.train_step(), nhwc.train_step()
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for p, q in zip(plain.ema.parameters(), nhwc.ema.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_scale_augmentation_makes_size_words_true_and_is_deterministic(tmp_path, tiny_config, data_dir) -> None:
+    import re
+
+    from tinydiff.captions import measure_style
+    from tinydiff.config import TextConfig
+    from tinydiff.train import Trainer
+
+    def trainer(share: float) -> Trainer:
+        config = tiny_config(batch_size=64, scale_augment=share)
+        config.model = config.model.model_copy(update={"text": TextConfig(dim=32, layers=1, heads=2), "cross_attention_resolutions": [14]})
+        return Trainer(config, tmp_path / f"r{share}")
+
+    def sizes(t: Trainer, steps: int = 3) -> tuple[list[str], list[float]]:
+        words, extents = [], []
+        for step in range(steps):
+            t.step = step
+            images, captions, _, _ = t.draw_batch()
+            m = measure_style(images)
+            for caption, h, w in zip(captions, m["height"].tolist(), m["width"].tolist()):
+                size = re.findall(r"\b(small|little|large|big)\b", caption.lower())
+                if size:
+                    words.append(size[0])
+                    extents.append(max(h, w))
+        return words, extents
+
+    plain_words, _ = sizes(trainer(0.0))
+    assert plain_words == [], "raw MNIST digits are never small or large"
+    words, extents = sizes(trainer(1.0))
+    small = [e for w, e in zip(words, extents) if w in ("small", "little")]
+    large = [e for w, e in zip(words, extents) if w in ("large", "big")]
+    assert small and large, words
+    assert max(small) <= 15 and min(large) >= 23  # each size word is true of its image
+    a, b = trainer(1.0), trainer(1.0)
+    for x, y in zip(a.draw_batch(), b.draw_batch()):  # seeded by the run and the step: resume draws the same
+        assert x == y if isinstance(x, list) else torch.equal(x, y)

@@ -22,7 +22,8 @@ def test_presets_are_the_milestone_story() -> None:
     assert (s2.model.time_embedding, s2.model.resample) == (True, False)
     assert (s3.model.time_embedding, s3.model.resample) == (True, True)
     assert s1.schedule.name == s2.schedule.name == s3.schedule.name == "linear"
-    assert resolve_config(None).preset == "stage3", "stage3 is the default"
+    assert resolve_config(None).preset == "laptop", "laptop (a text model) is the default"
+    assert resolve_config(None).model.text is not None
 
 
 def test_stage1_ignores_the_timestep_and_stage2_uses_it() -> None:

@@ -42,6 +42,7 @@ class ModelFolderConfig(BaseModel):
     schedule: ScheduleConfig
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     training: dict[str, Any] = Field(default_factory=dict)  # step, run, preset: for people, not for loading
+    evaluation: dict[str, Any] = Field(default_factory=dict)  # `tinydiff eval` figures, for people (bundled models)
 
 
 def step_dir_name(step: int) -> str:

@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_PRESET = "stage3"
+DEFAULT_PRESET = "laptop"
 
 
 class _Strict(BaseModel):
@@ -80,6 +80,7 @@ class DiffusionConfig(_Strict):
     """What the network predicts."""
 
     objective: Literal["epsilon", "v", "x0"] = "epsilon"  # epsilon: Ho et al. 2020; v: Salimans & Ho 2022
+    min_snr_gamma: float | None = Field(None, gt=0)  # Min-SNR-gamma loss weighting (Hang et al. 2023); None: uniform
 
 
 class TrainConfig(_Strict):
@@ -107,6 +108,10 @@ class TrainConfig(_Strict):
     eval_num_per_digit: int = Field(10, ge=2)  # small: a quick trend, not the final figure
     eval_sampler: str = "ddim"  # a few-step sampler keeps evaluation cheap
     eval_steps: int | None = Field(20, gt=0)
+    max_minutes: float | None = Field(None, gt=0)  # stop (with a checkpoint) after this much training time
+    scale_augment: float = Field(0.0, ge=0, le=1)  # share of images rescaled by 0.6-1.3x, so "small"/"large" occur
+    channels_last: bool = False  # NHWC memory layout for the convolutions (docs/performance.md)
+    compile: bool = False  # torch.compile the training step's network: pays back its compile time on long GPU runs
 
 
 class Config(_Strict):
@@ -119,12 +124,22 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
+# The default sampler, chosen by measurement (docs/performance.md#sampler-and-steps); its own
+# default step count (``tinydiff.samplers``) applies unless --steps is given.
+DEFAULT_SAMPLER = "dpm++"
+
+
+def sampling_defaults(sampler: str | None, steps: int | None) -> tuple[str, int | None]:
+    """(sampler, steps) with the default sampler filled in; steps None means the sampler's own default."""
+    return (sampler if sampler is not None else DEFAULT_SAMPLER), steps
+
+
 class SampleConfig(_Strict):
     """How ``tinydiff sample`` draws images."""
 
     num: int = Field(16, gt=0, le=4096)
-    sampler: str = "ddpm"
-    steps: int | None = Field(None, gt=0)  # None: the sampler's default (all T for ddpm)
+    sampler: str = DEFAULT_SAMPLER
+    steps: int | None = Field(None, gt=0)  # None: the sampler's own default (all T for ddpm, 20 for dpm++)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 

@@ -156,6 +156,23 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images.unsqueeze(1).float().div_(127.5).sub_(1.0)
 
 
+def rescale_images(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Scale uint8 ``[N, H, W]`` images about their centre by ``factors`` ``[N]`` (bilinear), as uint8.
+
+    A factor above 1 enlarges (what leaves the frame is cut), below 1 shrinks (the border
+    fills with background). MNIST digits sit centred in a 20-pixel box, so 0.6 gives a
+    12-pixel digit ("small") and 1.25 a 25-pixel one ("large").
+    """
+    import torch.nn.functional as F
+
+    x = images.float().unsqueeze(1) / 255.0
+    theta = torch.zeros(len(images), 2, 3, device=images.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / factors.to(images.device).float()  # output coords -> input coords
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (out.squeeze(1) * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """float [N, 1, H, W] in [-1, 1] -> uint8 [N, H, W]."""
     return ((x.squeeze(1).clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu()

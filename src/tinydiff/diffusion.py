@@ -53,14 +53,25 @@ def training_loss(
     *,
     objective: str = "epsilon",
     context: Any = None,
+    min_snr_gamma: float | None = None,
 ) -> torch.Tensor:
-    """L_simple: the MSE between the network's output and its target at x_t (Ho et al. 2020, eq. 14)."""
+    """L_simple: the MSE between the network's output and its target at x_t (Ho et al. 2020, eq. 14).
+
+    ``min_snr_gamma`` weights each timestep by min(SNR, gamma) expressed in the objective's
+    units (Min-SNR-gamma, Hang et al. 2023), so the many easy low-noise steps stop dominating.
+    """
     a = schedule.gather(schedule.sqrt_alphas_cumprod, t, x0.ndim)
     s = schedule.gather(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim)
     x_t = a * x0 + s * noise
     output = model(x_t, t) if context is None else model(x_t, t, context)
     target = _TARGETS[objective](x0, noise, a, s)
-    return torch.mean((output.float() - target) ** 2)
+    per_image = ((output.float() - target) ** 2).flatten(1).mean(1)
+    if min_snr_gamma is None:
+        return per_image.mean()
+    snr = (a / s).flatten() ** 2
+    clipped = snr.clamp(max=min_snr_gamma)
+    weight = {"epsilon": clipped / snr, "v": clipped / (snr + 1), "x0": clipped}[objective]
+    return (weight * per_image).mean()
 
 
 class Denoiser:

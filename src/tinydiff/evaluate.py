@@ -242,7 +242,7 @@ def evaluate_pipeline(
     pipe: Any,
     *,
     num_per_digit: int = 100,
-    sampler: str = "ddpm",
+    sampler: str | None = None,
     steps: int | None = None,
     guidance: float | None = None,
     seed: int = 0,
@@ -262,6 +262,10 @@ def evaluate_pipeline(
 
     if num_per_digit < 2:
         raise TinyDiffError(f"--num-per-digit must be at least 2 (a Frechet distance needs a spread), got {num_per_digit}")
+    if sampler is None:  # the measured default, as `tinydiff sample` uses it
+        from .config import sampling_defaults
+
+        sampler, steps = sampling_defaults(sampler, steps)
     guidance = DEFAULT_GUIDANCE if guidance is None else guidance
     total = 10 * num_per_digit
     asked = torch.arange(10).repeat_interleave(num_per_digit)
@@ -300,4 +304,62 @@ def evaluate_pipeline(
         acc = prompt_accuracy(images, asked)
         report["accuracy"] = acc["accuracy"]
         report["per_digit_accuracy"] = {str(d): a for d, a in acc["per_digit"].items()}
+        report["min_digit_accuracy"] = min(acc["per_digit"].values())
     return report
+
+
+STYLE_PROMPTS = {  # {word}: the digit word; each pair is sampled from the same noise
+    "bold": "a bold {word}",
+    "thin": "a thin {word}",
+    "leaning right": "a {word} leaning right",
+    "leaning left": "a {word} leaning left",
+}
+
+
+def style_report(
+    pipe: Any,
+    *,
+    num_per_digit: int = 10,
+    sampler: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Are style words obeyed? Ink and slant of "bold"/"thin" and "leaning right"/"leaning left" samples.
+
+    Every digit is asked ``num_per_digit`` times with each style prompt, the two prompts of a
+    pair from the same starting noise. Reports the mean ink per image (sum of pixel values / 255)
+    of "bold" over "thin" (above 1 means bolder), the mean stroke thickness of each, and the mean
+    slant of "leaning right" and "leaning left" (shear of the central moments, positive to the
+    right: opposite signs mean obeyed), with each group's prompt accuracy.
+    """
+    from .captions import DIGIT_WORDS, measure_style
+    from .pipeline import DEFAULT_GUIDANCE
+
+    if not getattr(pipe, "is_text_model", False):
+        raise TinyDiffError("style words need a text model; this one is unconditional")
+    if sampler is None:
+        from .config import sampling_defaults
+
+        sampler, steps = sampling_defaults(sampler, steps)
+    guidance = DEFAULT_GUIDANCE if guidance is None else guidance
+    digits = torch.arange(10).repeat_interleave(num_per_digit)
+    groups: dict[str, dict[str, float]] = {}
+    for name, template in STYLE_PROMPTS.items():
+        prompts = [template.format(word=DIGIT_WORDS[d]) for d in digits.tolist()]
+        images = pipe.sample(len(prompts), prompts=prompts, guidance=guidance, seed=seed, sampler=sampler, steps=steps)
+        measured = measure_style(images)
+        groups[name] = {
+            "ink": float(images.double().sum((1, 2)).div(255).mean()),
+            "thickness": float(measured["thickness"].mean()),
+            "slant": float(measured["slant"].mean()),
+            "accuracy": prompt_accuracy(images, digits)["accuracy"],
+        }
+    return {
+        "num_per_prompt": len(digits),
+        "groups": groups,
+        "bold_thin_ink_ratio": groups["bold"]["ink"] / max(groups["thin"]["ink"], 1e-9),
+        "bold_thin_thickness_ratio": groups["bold"]["thickness"] / max(groups["thin"]["thickness"], 1e-9),
+        "slant_right": groups["leaning right"]["slant"],
+        "slant_left": groups["leaning left"]["slant"],
+    }

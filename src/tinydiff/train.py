@@ -8,6 +8,11 @@ AdamW with linear warm-up and cosine decay, gradient clipping, an EMA of the
 weights (what sampling uses), bf16 autocast on CUDA. Model init, data order and
 noise each come from their own seeded generator, all saved in the checkpoint,
 so a resumed run continues exactly.
+
+Distributed data parallel (DDP): launched by ``torchrun`` (``RANK``/``WORLD_SIZE`` set), each
+of N processes takes its slice of one global batch of N x ``batch_size`` images, drawn with
+the same noise and captions as a single process would draw them, so N processes train like
+one process with batch N x B. Rank 0 alone logs, draws snapshots and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ from .tracking import RunTracker
 
 Callback = Callable[[dict[str, Any]], None]
 SNAPSHOT_SEED = 1234  # the same starting noise for every snapshot of every run
-SNAPSHOT_GUIDANCE = 3.0  # classifier-free guidance for text models' snapshots
+SNAPSHOT_GUIDANCE = 3.0  # guidance for text models' snapshots: strong, so a young model's digits are readable
+SCALE_RANGE = (0.6, 1.3)  # train.scale_augment: a 20-pixel MNIST digit becomes 12 to 26 pixels tall
 
 
 @dataclass
@@ -73,20 +79,80 @@ def learning_rate(step: int, cfg: Config) -> float:
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
     """EMA of weights with a warm-up, min(decay, (1 + n) / (10 + n)) (Tarvainen & Valpola 2017)."""
     d = min(decay, (1 + step) / (10 + step))
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1.0 - d)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - d)  # one fused kernel per group
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
+
+
+@dataclass
+class Distributed:
+    """This process's place in a ``torchrun`` launch (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "Distributed":
+        import os
+
+        try:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            rank = int(os.environ.get("RANK", "0"))
+            local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        except ValueError:
+            raise TinyDiffError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them)") from None
+        if world < 1 or not 0 <= rank < world:
+            raise TinyDiffError(f"RANK {rank} does not fit WORLD_SIZE {world}")
+        return cls(rank, world, local)
+
+    def init(self, device: torch.device) -> torch.device:
+        """Join the process group (NCCL on CUDA, gloo on CPU); returns this rank's device."""
+        if not self.enabled:
+            return device
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return device
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of ``value`` over all ranks (the value itself when not distributed)."""
+        if not self.enabled:
+            return value
+        import torch.distributed as dist
+
+        value = value.clone()
+        dist.all_reduce(value)
+        return value / self.world_size
 
 
 class Trainer:
     """Holds the state of one run: network, EMA, optimizer, data order, RNGs."""
 
-    def __init__(self, config: Config, run_dir: Path) -> None:
+    def __init__(self, config: Config, run_dir: Path, dist: Distributed | None = None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
+        self.dist = dist or Distributed()
         t = config.train
-        self.device = resolve_device(t.device)
+        self.device = self.dist.init(resolve_device(t.device))
         get_sampler("ddpm")  # fail early if the snapshot (or evaluation) sampler is missing
         if t.eval_every:
             get_sampler(t.eval_sampler)
@@ -94,39 +160,88 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.model = UNet(config.model).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.images, self.labels = load_mnist(t.data_dir, split="train")
+        if t.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.net: torch.nn.Module = self.model  # what the training step calls: the model, or DDP around it
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)  # rank 0's init is broadcast
+        if t.compile:
+            self.net = torch.compile(self.net)
+        self.images, self.labels = load_mnist(t.data_dir, split="train")  # one uint8 tensor: 47 MB, never a loader stall
         self.captions = None
         if config.model.text is not None:  # milestone 4: a fresh caption for each image each time it is seen
             from .captions import CaptionGenerator, style_codes
 
             self.captions = CaptionGenerator()
             self.style = style_codes(self.images)
+        if self.device.type == "cuda":
+            self.images = self.images.to(self.device)  # batches are cut on the GPU: no copy per step
         if t.batch_size > len(self.images):
             raise TinyDiffError(f"--batch-size {t.batch_size} is larger than the {len(self.images)} training images")
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999),
             fused=self.device.type == "cuda",
         )  # fmt: skip
-        self.batches = BatchSampler(len(self.images), t.batch_size, seed=t.seed + 1)
+        if t.batch_size * self.dist.world_size > len(self.images):
+            raise TinyDiffError(f"--batch-size {t.batch_size} x {self.dist.world_size} processes is larger than the {len(self.images)} training images")
+        # one global batch, the same on every rank; each rank trains on its own slice of it
+        self.batches = BatchSampler(len(self.images), t.batch_size * self.dist.world_size, seed=t.seed + 1)
         self.noise = torch.Generator(self.device).manual_seed(t.seed + 2)
         self.step = 0
 
     # -- one step ---------------------------------------------------------------
+    def draw_batch(self) -> tuple[torch.Tensor, list[str] | None, torch.Tensor, torch.Tensor]:
+        """This rank's uint8 images, captions (text models), timesteps and noise for the current step.
+
+        Everything is drawn for the whole global batch from generators seeded by the run (data
+        order, noise) or by the step (captions, scale augmentation), then sliced for this rank:
+        N processes see what one process with N times the batch would, and resume is exact.
+        """
+        t = self.config.train
+        global_idx = self.batches.next()
+        n = len(global_idx)
+        timesteps = torch.randint(0, self.schedule.num_steps, (n,), generator=self.noise, device=self.device)
+        noise = torch.randn((n, 1, *self.images.shape[1:]), generator=self.noise, device=self.device)
+        images = self.images[global_idx.to(self.images.device)]
+        codes = self.style[global_idx] if self.captions is not None else None
+        if t.scale_augment > 0:  # rescale some images, and re-measure their style so "small"/"large" are true
+            from .data import rescale_images
+
+            gen = torch.Generator().manual_seed(t.seed * 1_000_003 + self.step + 500_000_000)
+            chosen = torch.rand(n, generator=gen) < t.scale_augment
+            factors = torch.empty(n).uniform_(SCALE_RANGE[0], SCALE_RANGE[1], generator=gen)
+            if chosen.any():
+                scaled = rescale_images(images[chosen.to(images.device)].cpu(), factors[chosen])
+                images = images.clone()
+                images[chosen.to(images.device)] = scaled.to(images.device)
+                if codes is not None:
+                    from .captions import style_codes
+
+                    codes = codes.clone()
+                    codes[chosen] = style_codes(scaled)
+        captions = None
+        if self.captions is not None:  # seeded by step, so a resumed run draws the same captions
+            rng = random.Random(t.seed * 1_000_003 + self.step)
+            captions = self.captions.captions_for_batch(self.labels[global_idx], codes, rng)
+        mine = slice(self.dist.rank * t.batch_size, (self.dist.rank + 1) * t.batch_size)
+        return images[mine], (captions[mine] if captions is not None else None), timesteps[mine], noise[mine]
+
     def train_step(self) -> torch.Tensor:
         t = self.config.train
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.config)
-        idx = self.batches.next()
-        x0 = to_model_range(self.images[idx]).to(self.device, non_blocking=True)
-        timesteps = torch.randint(0, self.schedule.num_steps, (x0.shape[0],), generator=self.noise, device=self.device)
-        noise = torch.randn(x0.shape, generator=self.noise, device=self.device)
+        images, captions, timesteps, noise = self.draw_batch()
+        x0 = to_model_range(images).to(self.device, non_blocking=True)
+        if t.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            context = None
-            if self.captions is not None:  # seeded by step, so a resumed run draws the same captions
-                rng = random.Random(t.seed * 1_000_003 + self.step)
-                context = self.model.encode_text(self.captions.captions_for_batch(self.labels[idx], self.style[idx], rng))
+            context = self.model.encode_text(captions) if captions is not None else None
             loss = training_loss(
-                self.model, x0, timesteps, noise, self.schedule, objective=self.config.diffusion.objective, context=context
+                self.net, x0, timesteps, noise, self.schedule, objective=self.config.diffusion.objective, context=context,
+                min_snr_gamma=self.config.diffusion.min_snr_gamma,
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -252,9 +367,25 @@ def train(
     command: list[str] | None = None,
     callback: Callback | None = None,
 ) -> TrainResult:
-    """Train a DDPM on MNIST into ``run_dir``; ``resume`` continues from its newest checkpoint."""
-    run_dir = Path(run_dir)
-    emit = callback or (lambda event: None)
+    """Train a DDPM on MNIST into ``run_dir``; ``resume`` continues from its newest checkpoint.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this; rank 0 alone writes.
+    """
+    dist = Distributed.from_env()
+    try:
+        return _train(config, Path(run_dir), dist, resume=resume, command=command, callback=callback)
+    finally:
+        if dist.enabled:
+            import torch.distributed as torch_dist
+
+            if torch_dist.is_initialized():
+                torch_dist.destroy_process_group()
+
+
+def _train(
+    config: Config, run_dir: Path, dist: Distributed, *, resume: bool, command: list[str] | None, callback: Callback | None
+) -> TrainResult:
+    emit = (callback or (lambda event: None)) if dist.is_main else (lambda event: None)
     t = config.train
     checkpoints = list_checkpoints(run_dir)
     if resume:
@@ -264,54 +395,76 @@ def train(
     elif checkpoints or (run_dir / "config.json").exists():
         raise TinyDiffError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --run-dir")
 
-    trainer = Trainer(config, run_dir)  # validates names, architecture and data before writing anything
-    tracker = RunTracker(run_dir)
+    # validates names, architecture and data before writing anything; under torchrun, every rank has
+    # made the checks above before any passes the rendezvous in here, so rank 0 cannot write first
+    trainer = Trainer(config, run_dir, dist)
+    tracker = RunTracker(run_dir) if dist.is_main else None
     if resume:
         trainer.load_checkpoint(resumable[-1][1])
-        tracker.truncate_metrics(trainer.step)
-    tracker.start(config.model_dump(mode="json"), command=command, resumed_from=trainer.step if resume else None)
+        if tracker:
+            tracker.truncate_metrics(trainer.step)
+    if tracker:
+        tracker.start(config.model_dump(mode="json"), command=command, resumed_from=trainer.step if resume else None)
 
     emit({"event": "start", "step": trainer.step, "total": t.steps, "device": str(trainer.device),
-          "parameters": count_parameters(trainer.model), "run_dir": str(run_dir)})  # fmt: skip
+          "parameters": count_parameters(trainer.model), "run_dir": str(run_dir), "world_size": dist.world_size})  # fmt: skip
     last_loss: float | None = None
     last_checkpoint: Path | None = resumable[-1][1] if resume else None
     running = torch.zeros(2, device=trainer.device)
     interval_steps, interval_start, paused = 0, time.perf_counter(), 0.0
+    budget = t.max_minutes * 60 if t.max_minutes else None  # seconds of training in this invocation
+    trained = 0.0
+    images_per_step = t.batch_size * dist.world_size
     while trainer.step < t.steps:
+        step_start = time.perf_counter()
         running += trainer.train_step()
+        trained += time.perf_counter() - step_start
         interval_steps += 1
         step = trainer.step
-        final = step == t.steps
+        out_of_time = budget is not None and trained >= budget
+        if budget is not None and dist.enabled:  # ranks decide together, only at log steps (it syncs)
+            flag = float(out_of_time)
+            out_of_time = step % t.log_every == 0 and bool(dist.mean(torch.tensor([flag], device=trainer.device)) > 0)
+        final = step == t.steps or out_of_time
         checkpoint_due = step % t.checkpoint_every == 0 or final
         eval_due = bool(t.eval_every) and (step % t.eval_every == 0 or final)
         log_due = step % t.log_every == 0 or final or eval_due
-        if (log_due or checkpoint_due) and not bool(torch.isfinite(running).all()):  # never log or save divergence
-            where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved"
-            raise TinyDiffError(f"the loss became non-finite by step {step}; {where}. Lower --lr and resume")
+        if log_due or checkpoint_due:
+            running = dist.mean(running)  # the loss over the global batch; identical on every rank
+            if not bool(torch.isfinite(running).all()):  # never log or save divergence
+                where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved"
+                raise TinyDiffError(f"the loss became non-finite by step {step}; {where}. Lower --lr and resume")
         if log_due:
             loss, grad_norm = (running / interval_steps).tolist()
             elapsed = time.perf_counter() - interval_start - paused  # snapshots and checkpoints are not training
             metrics = {"step": step, "loss": loss, "grad_norm": grad_norm, "lr": learning_rate(step - 1, config),
-                       "img_per_s": interval_steps * t.batch_size / max(elapsed, 1e-9), "epoch": trainer.batches.epoch}  # fmt: skip
-            if eval_due:
+                       "img_per_s": interval_steps * images_per_step / max(elapsed, 1e-9), "epoch": trainer.batches.epoch}  # fmt: skip
+            if eval_due and dist.is_main:
                 pause = time.perf_counter()
                 metrics.update(trainer.evaluate())
                 paused_eval = time.perf_counter() - pause
                 emit({"event": "eval", "step": step, "seconds": paused_eval, **metrics})
-            tracker.log(metrics)
+            if tracker:
+                tracker.log(metrics)
             last_loss = loss
             running.zero_()
             interval_steps, interval_start, paused = 0, time.perf_counter(), 0.0
             emit({"event": "log", **metrics})
         emit({"event": "step", "step": step, "total": t.steps, "loss": last_loss})
         pause_start = time.perf_counter()
-        if step % t.sample_every == 0 or final:
+        if tracker and (step % t.sample_every == 0 or final):
             images = trainer.snapshot().numpy()
             path = tracker.save_snapshot(step, make_grid(images))
             emit({"event": "snapshot", "step": step, "path": str(path)})
         if checkpoint_due:
-            last_checkpoint = trainer.save_checkpoint(last_loss)
-            emit({"event": "checkpoint", "step": step, "path": str(last_checkpoint)})
+            target = run_dir / "checkpoints" / step_dir_name(step)
+            if dist.is_main:
+                target = trainer.save_checkpoint(last_loss)
+                emit({"event": "checkpoint", "step": step, "path": str(target)})
+            last_checkpoint = target
         paused += time.perf_counter() - pause_start
-    emit({"event": "end", "step": trainer.step, "loss": last_loss})
+        if final:
+            break
+    dist.barrier()  # the others wait for rank 0's last checkpoint before the group closes
+    emit({"event": "end", "step": trainer.step, "loss": last_loss, "seconds": trained})
     return TrainResult(run_dir, trainer.step, last_loss, last_checkpoint)

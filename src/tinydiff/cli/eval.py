@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import typer
 
+from ..errors import TinyDiffError
 from .output import console, err_console, handles_errors
 
 
@@ -14,23 +15,27 @@ from .output import console, err_console, handles_errors
 def eval_command(
     model: Optional[str] = typer.Option(None, "--model", help="Run directory, model folder or bundled model name."),
     num_per_digit: int = typer.Option(100, "--num-per-digit", help="Images sampled for each digit."),
-    sampler: str = typer.Option("ddpm", "--sampler", help="Sampler name."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (default: tinydiff sample's)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the sampler's)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance weight (text models)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first batch."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder holding MNIST/raw (the test set is the reference)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    style: bool = typer.Option(False, "--style", help="Also measure style words: bold/thin ink, leaning right/left slant."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Score a model: prompt accuracy per digit, MNIST-FD beside the real-data floor, speed."""
-    from ..config import SampleConfig
-    from ..evaluate import evaluate_pipeline
+    from ..config import SampleConfig, sampling_defaults
+    from ..evaluate import evaluate_pipeline, style_report
     from ..pipeline import Pipeline
     from ..plugins import get_sampler
 
+    sampler, steps = sampling_defaults(sampler, steps)
     settings = SampleConfig(sampler=sampler, steps=steps, seed=seed, device=device)  # validates these flags
     get_sampler(settings.sampler)
     pipe = Pipeline.from_ref(model, device=settings.device)
+    if style and not pipe.is_text_model:
+        raise TinyDiffError("--style needs a text model; this one is unconditional (drop --style)")
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -43,6 +48,10 @@ def eval_command(
 
         report = evaluate_pipeline(pipe, num_per_digit=num_per_digit, sampler=settings.sampler, steps=settings.steps,
                                    guidance=guidance, seed=seed, data_dir=data_dir, callback=on_batch)  # fmt: skip
+        if style:
+            progress.update(task, description="style")
+            report["style"] = style_report(pipe, num_per_digit=max(1, num_per_digit // 2), sampler=settings.sampler,
+                                           steps=settings.steps, guidance=guidance, seed=seed)  # fmt: skip
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -61,4 +70,8 @@ def eval_command(
     table.add_row("real-data floor at this N", f"{report['mnist_fd_floor']:.2f}")
     table.add_row("ratio to the floor", f"{report['fd_ratio']:.2f}x")
     table.add_row("class histogram", " ".join(str(c) for c in report["class_histogram"]))
+    if "style" in report:
+        st = report["style"]
+        table.add_row("ink, bold / thin", f"{st['bold_thin_ink_ratio']:.2f}x")
+        table.add_row("slant, leaning right / left", f"{st['slant_right']:+.3f} / {st['slant_left']:+.3f}")
     console.print(table)

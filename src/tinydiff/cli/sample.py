@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..config import SampleConfig
+from ..config import SampleConfig, sampling_defaults
 from ..errors import TinyDiffError
 from .output import console, err_console, handles_errors, warning_line
 
@@ -119,14 +119,15 @@ def sample_command(
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance weight (1: none)."),
     model: Optional[str] = typer.Option(None, "--model", help="Run directory, model folder or bundled model name."),
     num: int = typer.Option(16, "--num", help="How many images."),
-    sampler: str = typer.Option("ddpm", "--sampler", help="Sampler name (see `tinydiff plugins --all`)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: ddpm all T, ddim 50, dpm++ 20)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (default: dpm++, chosen by measurement; see docs/cli.md)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the sampler's: ddpm all T, ddim 50, dpm++ 10)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same images (on CPU)."),
     out: str = typer.Option("samples.png", "--out", help="*.png grid, *.npz arrays, or a directory/ of PNGs."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps (same seed, same images on CPU)."),
     no_preview: bool = typer.Option(False, "--no-preview", help="Do not draw the grid in the terminal."),
 ) -> None:
     """Sample images from a trained model; text models draw what PROMPT says."""
+    sampler, steps = sampling_defaults(sampler, steps)
     settings = SampleConfig(num=num, sampler=sampler, steps=steps, seed=seed, device=device)
     if prompt is not None and prompts_file is not None:
         raise TinyDiffError("give either PROMPT or --prompts-file, not both")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from ..errors import TinyDiffError
 from .output import err_console, handles_errors
 
 # flags that may change when resuming; everything else comes from the run's config.json
-RESUMABLE = {"steps", "sample_every", "checkpoint_every", "device", "data_dir", "eval_every", "keep_checkpoints"}
+RESUMABLE = {"steps", "max_minutes", "sample_every", "checkpoint_every", "device", "data_dir", "eval_every", "keep_checkpoints"}
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -47,7 +48,7 @@ def _resume_config(run_dir: Path, overrides: dict[str, Any], preset: str | None,
     if changed:
         raise TinyDiffError(
             f"--resume keeps the run's own config; drop --{changed[0].replace('_', '-')} "
-            "(only --steps, --sample-every, --checkpoint-every, --keep-checkpoints, --eval-every, --device "
+            "(only --steps, --max-minutes, --sample-every, --checkpoint-every, --keep-checkpoints, --eval-every, --device "
             "and --data-dir may change)"
         )
     try:
@@ -76,12 +77,14 @@ def train_command(
     conditioning: Optional[str] = typer.Option(None, "--conditioning", help="text: condition on captions; none: unconditional."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between eval figures in metrics.jsonl."),
     keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Keep only the newest K checkpoints."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop, with a checkpoint, after this much training time."),
 ) -> None:
     """Train a diffusion model on MNIST; the run is tracked in --run-dir."""
     overrides = _overrides(
         schedule=schedule, steps=steps, batch_size=batch_size, lr=lr, data_dir=data_dir, device=device,
         seed=seed, sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every,
         conditioning=conditioning, eval_every=eval_every, keep_checkpoints=keep_checkpoints,
+        max_minutes=max_minutes,
     )  # fmt: skip
     if resume:
         if run_dir is None:
@@ -89,12 +92,16 @@ def train_command(
         config = _resume_config(run_dir, overrides, preset, config_file)
     else:
         config = resolve_config(preset, config_file, overrides)
+        if run_dir is None and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+            raise TinyDiffError("under torchrun, pass --run-dir so that every process trains the same run")
         run_dir = run_dir or Path("runs") / f"{config.preset}-{datetime.now():%Y%m%d-%H%M%S}"
 
     from ..train import train  # torch is imported only now
 
     with TrainProgress() as progress:
         result = train(config, run_dir, resume=resume, command=["tinydiff", *sys.argv[1:]], callback=progress)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports
     loss = f"{result.loss:.4f}" if result.loss is not None else "n/a"
     err_console.print(f"done: step {result.step}, loss {loss}; samples in {run_dir}/samples, evolution in {run_dir}/evolution.png")
     err_console.print(f"next: tinydiff sample --model {run_dir}")
