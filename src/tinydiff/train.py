@@ -179,14 +179,13 @@ class Trainer:
             self.style = style_codes(self.images)
         if self.device.type == "cuda":
             self.images = self.images.to(self.device)  # batches are cut on the GPU: no copy per step
-        if t.batch_size > len(self.images):
-            raise TinyDiffError(f"--batch-size {t.batch_size} is larger than the {len(self.images)} training images")
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999),
             fused=self.device.type == "cuda",
         )  # fmt: skip
         if t.batch_size * self.dist.world_size > len(self.images):
-            raise TinyDiffError(f"--batch-size {t.batch_size} x {self.dist.world_size} processes is larger than the {len(self.images)} training images")
+            per = f" x {self.dist.world_size} processes" if self.dist.enabled else ""
+            raise TinyDiffError(f"--batch-size {t.batch_size}{per} is larger than the {len(self.images)} training images")
         # one global batch, the same on every rank; each rank trains on its own slice of it
         self.batches = BatchSampler(len(self.images), t.batch_size * self.dist.world_size, seed=t.seed + 1)
         self.noise = torch.Generator(self.device).manual_seed(t.seed + 2)
