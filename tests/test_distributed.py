@@ -30,9 +30,8 @@ tensors.update({"weight/" + n: p.detach().clone() for n, p in trainer.model.name
 tensors["loss"] = dist.mean(loss)
 if dist.is_main:
     save_file({k: v.contiguous() for k, v in tensors.items()}, out)
-if dist.enabled:
-    import torch.distributed
-    torch.distributed.destroy_process_group()
+del trainer  # its DDP wrapper holds the process group
+dist.close()
 """
 
 

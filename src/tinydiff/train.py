@@ -133,6 +133,23 @@ class Distributed:
 
             dist.barrier()
 
+    def close(self, *, clean: bool = True) -> None:
+        """Leave the process group. After a clean finish every rank first waits for the others and drops
+        its DDP wrapper, so no collective or gloo worker is still alive when the group goes (without this,
+        a rank that leaves early can abort with "terminate called without an active exception")."""
+        if not self.enabled:
+            return
+        import gc
+
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            return
+        if clean:
+            dist.barrier()
+        gc.collect()
+        dist.destroy_process_group()
+
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """The mean of ``value`` over all ranks (the value itself when not distributed)."""
         if not self.enabled:
@@ -371,14 +388,13 @@ def train(
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this; rank 0 alone writes.
     """
     dist = Distributed.from_env()
+    clean = False
     try:
-        return _train(config, Path(run_dir), dist, resume=resume, command=command, callback=callback)
+        result = _train(config, Path(run_dir), dist, resume=resume, command=command, callback=callback)
+        clean = True
+        return result
     finally:
-        if dist.enabled:
-            import torch.distributed as torch_dist
-
-            if torch_dist.is_initialized():
-                torch_dist.destroy_process_group()
+        dist.close(clean=clean)  # after a failure the other ranks may be gone: no barrier then
 
 
 def _train(
