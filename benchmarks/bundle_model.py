@@ -4,8 +4,8 @@
     python benchmarks/bundle_model.py runs/laptop --num-per-digit 100 --machine "2-core CPU"
 
 Converts the EMA weights to fp16 (halving the size; loading casts them back to float32),
-then measures the fp16 model with ``tinydiff eval``'s code at the default sampler, steps and
-guidance (prompt accuracy per digit, MNIST-FD beside its floor, style words) and writes the
+then measures the fp16 model with ``tinydiff eval``'s code at the default sampler, steps,
+guidance and guidance interval (prompt accuracy per digit, MNIST-FD beside its floor, style words) and writes the
 figures, the command, the machine and the training run's command and wall time into the
 folder's ``config.json`` (``training`` and ``evaluation``). Prints the JSON it recorded.
 """
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate_pipeline(pipe, num_per_digit=args.num_per_digit, sampler=defaults.sampler, steps=defaults.steps)
     # as `tinydiff eval --style` does it: half as many images per digit for each style prompt
     style = style_report(pipe, num_per_digit=max(1, args.num_per_digit // 2), sampler=defaults.sampler, steps=defaults.steps)
-    keep = ("sampler", "steps", "nfe", "guidance", "num_images", "accuracy", "min_digit_accuracy", "per_digit_accuracy",
+    keep = ("sampler", "steps", "nfe", "guidance", "guidance_interval", "num_images", "accuracy", "min_digit_accuracy", "per_digit_accuracy",
             "mnist_fd", "mnist_fd_floor", "fd_ratio", "seconds")  # fmt: skip
     evaluation = {k: report[k] for k in keep if k in report}
     evaluation.update({

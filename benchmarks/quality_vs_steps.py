@@ -29,9 +29,10 @@ def evaluate(pipe: Any, sampler: str, steps: int | None, args: argparse.Namespac
     from tinydiff.evaluate import evaluate_pipeline
 
     report = evaluate_pipeline(pipe, num_per_digit=args.num_per_digit, sampler=sampler, steps=steps,
-                               guidance=args.guidance, seed=args.seed)  # fmt: skip
+                               guidance=args.guidance, guidance_interval=args.interval, seed=args.seed)  # fmt: skip
     check_finite(f"{sampler} {steps} MNIST-FD", report["mnist_fd"])
-    keys = ("sampler", "steps", "nfe", "accuracy", "min_digit_accuracy", "mnist_fd", "mnist_fd_floor", "fd_ratio", "seconds", "guidance")
+    keys = ("sampler", "steps", "nfe", "accuracy", "min_digit_accuracy", "mnist_fd", "mnist_fd_floor", "fd_ratio", "seconds", "guidance",
+            "guidance_interval")  # fmt: skip
     return {k: report.get(k) for k in keys}
 
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-steps", type=int, default=None, help="DDPM steps of the reference (default: all T)")
     p.add_argument("--num-per-digit", type=int, default=20)
     p.add_argument("--guidance", type=float, default=None, help="default: TinyDiff's")
+    p.add_argument("--guidance-interval", default=None, help="LO,HI or 'all' (default: TinyDiff's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/quality_vs_steps"))
     p.add_argument("--smoke", action="store_true", help="two images per digit, 2 and 3 steps, a 4-step reference")
@@ -87,7 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"--steps takes comma-separated integers, got {args.steps!r}")
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
 
+    from tinydiff.config import parse_guidance_interval
+    from tinydiff.errors import TinyDiffError
     from tinydiff.pipeline import DEFAULT_GUIDANCE, Pipeline
+
+    try:
+        args.interval = parse_guidance_interval(args.guidance_interval)
+    except TinyDiffError as exc:
+        fail(str(exc))
 
     pipe = Pipeline.from_ref(args.model)
     if args.guidance is None:
@@ -100,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[quality_vs_steps] reference: ddpm {args.reference_steps or 'all'} steps ...", file=sys.stderr)
     reference = evaluate(pipe, "ddpm", args.reference_steps, args)
 
-    print(f"\nmodel {pipe.path}, {10 * args.num_per_digit} images per row, guidance {args.guidance:g}")
+    print(f"\nmodel {pipe.path}, {10 * args.num_per_digit} images per row, guidance {args.guidance:g} "
+          f"({'every step' if args.interval is None else 'at sigma in (%g, %g]' % args.interval})")
     print(f"{'sampler':8s} {'NFE':>5s} {'accuracy':>9s} {'worst':>6s} {'MNIST-FD':>9s} {'x floor':>8s} {'vs ref FD':>9s} {'s':>6s}")
     for r in [*rows, {**reference, "sampler": "ddpm*"}]:
         acc = f"{r['accuracy']:.1%}" if r["accuracy"] is not None else "n/a"

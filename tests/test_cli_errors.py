@@ -284,6 +284,8 @@ CASES = [
     Case("sample-unknown-sampler", lambda ctx: ["sample", "--model", str(ctx.model), "--sampler", "nope", "--no-preview"],
          words("unknown sampler 'nope'", "ddpm")),
     Case("sample-num-zero", fixed(["sample", "--num", "0", "--no-preview"]), words("num", "greater than 0", "got 0")),
+    Case("sample-guidance-interval-bogus", fixed(["sample", "a 7", "--guidance-interval", "5,1", "--no-preview"]),
+         words("--guidance-interval", "LO < HI", "'5,1'")),
     # inspect
     Case("inspect-nonexistent", lambda ctx: ["inspect", str(ctx.tmp / "nope")], lambda ctx: [repr(str(ctx.tmp / "nope"))]),
     Case("inspect-corrupt-config", lambda ctx: ["inspect", str(_with(ctx, _corrupt_config))], words("config.json", "not valid JSON")),

@@ -60,6 +60,39 @@ def test_guidance_one_is_the_conditional_prediction_and_cfg_is_batched() -> None
     assert counting.evaluations == 1, "conditional and unconditional predictions share one forward pass"
 
 
+def test_guidance_interval_guides_only_the_noise_levels_inside_it() -> None:
+    model = randomised(UNet(TEXT_MODEL))
+    s = NoiseSchedule.from_name("linear", 100)
+    sigma = ((1 - s.alphas_cumprod) / s.alphas_cumprod).sqrt()
+    lo, hi = float(sigma[20]), float(sigma[60])  # guided: 20 < t <= 60
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        cond, uncond = model.encode_text(["a 7", "a 3", "a 1"]), model.encode_text([""] * 3)
+        for steps in ([10, 10, 10], [40, 40, 40], [90, 90, 90], [10, 40, 90]):
+            t = torch.tensor(steps)
+            plain = Denoiser(model, s, context=cond)(x, t)
+            everywhere = Denoiser(model, s, context=cond, uncond_context=uncond, guidance=3.0)(x, t)
+            limited = Denoiser(model, s, context=cond, uncond_context=uncond, guidance=3.0, guidance_interval=(lo, hi))
+            out = limited(x, t)
+            for i, step in enumerate(steps):
+                expected = everywhere[i] if 20 < step <= 60 else plain[i]
+                assert torch.allclose(out[i], expected, atol=1e-5), (steps, i)
+            assert limited.evaluations == 1
+    assert not torch.allclose(everywhere[1], plain[1], atol=1e-3), "guidance must change the prediction to be tested"
+
+
+def test_guidance_interval_parsing() -> None:
+    from tinydiff.config import DEFAULT_GUIDANCE_INTERVAL, parse_guidance_interval
+
+    assert parse_guidance_interval(None) == DEFAULT_GUIDANCE_INTERVAL == (0.28, 5.42)
+    assert parse_guidance_interval("all") is None and parse_guidance_interval(" ALL ") is None
+    assert parse_guidance_interval("0.5,3") == (0.5, 3.0)
+    assert parse_guidance_interval("0,inf") == (0.0, float("inf"))
+    for bad in ("", "1", "1,2,3", "a,b", "3,1", "-1,2", "nan,2", "1,1"):
+        with pytest.raises(TinyDiffError, match="--guidance-interval"):
+            parse_guidance_interval(bad)
+
+
 def test_text_model_folder_round_trip_with_vocab(tmp_path) -> None:
     model = randomised(UNet(TEXT_MODEL))
     cfg = ModelFolderConfig(model=TEXT_MODEL, schedule=ScheduleConfig(num_steps=50))
@@ -195,14 +228,18 @@ def test_eval_json_schema_for_a_text_model(text_run) -> None:
     report = json.loads(result.stdout)
     assert set(report) >= {"model", "conditional", "sampler", "steps", "nfe", "guidance", "num_images", "seconds",
                            "mnist_fd", "mnist_fd_floor", "fd_ratio", "class_histogram", "accuracy", "per_digit_accuracy",
-                           "min_digit_accuracy"}  # fmt: skip
+                           "min_digit_accuracy", "guidance_interval"}  # fmt: skip
     assert report["conditional"] is True and report["nfe"] == 3 and report["num_images"] == 20
+    assert report["guidance_interval"] == [0.28, 5.42]
     assert sorted(report["per_digit_accuracy"]) == [str(d) for d in range(10)]
     assert all(0.0 <= a <= 1.0 for a in report["per_digit_accuracy"].values())
     assert report["min_digit_accuracy"] == min(report["per_digit_accuracy"].values())
     assert sum(report["class_histogram"]) == 20 and report["mnist_fd"] > 0 and report["mnist_fd_floor"] > 0
     table = runner.invoke(app_(), ["eval", "--model", str(text_run), "--num-per-digit", "2", "--steps", "2"])
     assert table.exit_code == 0 and "prompt accuracy" in table.stdout and "MNIST-FD" in table.stdout
+    every = runner.invoke(app_(), ["eval", "--model", str(text_run), "--num-per-digit", "2", "--steps", "2",
+                                   "--guidance-interval", "all", "--json"])  # fmt: skip
+    assert every.exit_code == 0 and json.loads(every.stdout)["guidance_interval"] is None
 
 
 def test_eval_of_an_unconditional_model_reports_fd_and_histogram_only(tmp_path) -> None:

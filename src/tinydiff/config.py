@@ -134,6 +134,31 @@ def sampling_defaults(sampler: str | None, steps: int | None) -> tuple[str, int 
     return (sampler if sampler is not None else DEFAULT_SAMPLER), steps
 
 
+# Classifier-free guidance only where it helps: at noise levels sigma = sqrt((1 - alpha_bar) / alpha_bar)
+# in (0.28, 5.42], the interval of Kynkaanniemi et al. (2024). Measured on the bundled model
+# (docs/text-to-image.md#classifier-free-guidance): lower MNIST-FD than guiding every step, and
+# about a quarter less sampling time, as the skipped steps run one forward pass instead of two.
+DEFAULT_GUIDANCE_INTERVAL: tuple[float, float] = (0.28, 5.42)
+
+
+def parse_guidance_interval(text: str | None) -> tuple[float, float] | None:
+    """``--guidance-interval``: "LO,HI" (sigma bounds), "all" for every step; None: the default interval."""
+    if text is None:
+        return DEFAULT_GUIDANCE_INTERVAL
+    if text.strip().lower() in ("all", "none", "every"):
+        return None
+    parts = text.split(",")
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise TinyDiffError(
+            f"--guidance-interval takes LO,HI (noise levels, e.g. 0.28,5.42) or 'all', got {text!r}"
+        ) from None
+    if not (0.0 <= lo < hi) or lo != lo or hi != hi:
+        raise TinyDiffError(f"--guidance-interval needs 0 <= LO < HI, got {text!r}")
+    return lo, hi
+
+
 class SampleConfig(_Strict):
     """How ``tinydiff sample`` draws images."""
 

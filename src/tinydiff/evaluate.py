@@ -245,6 +245,7 @@ def evaluate_pipeline(
     sampler: str | None = None,
     steps: int | None = None,
     guidance: float | None = None,
+    guidance_interval: tuple[float, float] | None | str = "default",
     seed: int = 0,
     data_dir: str | Path | None = None,
     batch_size: int = 500,
@@ -267,6 +268,7 @@ def evaluate_pipeline(
 
         sampler, steps = sampling_defaults(sampler, steps)
     guidance = DEFAULT_GUIDANCE if guidance is None else guidance
+    interval = _interval(guidance_interval)
     total = 10 * num_per_digit
     asked = torch.arange(10).repeat_interleave(num_per_digit)
     conditional = bool(getattr(pipe, "is_text_model", False))
@@ -277,8 +279,8 @@ def evaluate_pipeline(
         digits = asked[first : first + batch_size]
         prompts = [f"a handwritten {DIGIT_WORDS[d]}" for d in digits.tolist()] if conditional else None
         calls = []
-        chunks.append(pipe.sample(len(digits), prompts=prompts, guidance=guidance, seed=seed + first,
-                                  sampler=sampler, steps=steps, callback=calls.append))  # fmt: skip
+        chunks.append(pipe.sample(len(digits), prompts=prompts, guidance=guidance, guidance_interval=interval,
+                                  seed=seed + first, sampler=sampler, steps=steps, callback=calls.append))  # fmt: skip
         evaluations = len(calls)  # network evaluations per image (guidance is one batched evaluation)
         if callback is not None:
             callback({"done": first + len(digits), "total": total})
@@ -291,6 +293,7 @@ def evaluate_pipeline(
         "steps": steps,
         "nfe": evaluations,
         "guidance": guidance if conditional else None,
+        "guidance_interval": list(interval) if conditional and interval is not None else None,
         "num_images": total,
         "num_per_digit": num_per_digit,
         "seconds": seconds,
@@ -308,6 +311,17 @@ def evaluate_pipeline(
     return report
 
 
+def _interval(value: tuple[float, float] | None | str) -> tuple[float, float] | None:
+    """The guidance interval to use: "default" is the measured default, None guides every step."""
+    if isinstance(value, str):
+        from .config import DEFAULT_GUIDANCE_INTERVAL
+
+        if value != "default":
+            raise TinyDiffError(f"guidance_interval must be (lo, hi), None or 'default', got {value!r}")
+        return DEFAULT_GUIDANCE_INTERVAL
+    return value
+
+
 STYLE_PROMPTS = {  # {word}: the digit word; each pair is sampled from the same noise
     "bold": "a bold {word}",
     "thin": "a thin {word}",
@@ -323,6 +337,7 @@ def style_report(
     sampler: str | None = None,
     steps: int | None = None,
     guidance: float | None = None,
+    guidance_interval: tuple[float, float] | None | str = "default",
     seed: int = 0,
 ) -> dict[str, Any]:
     """Are style words obeyed? Ink and slant of "bold"/"thin" and "leaning right"/"leaning left" samples.
@@ -347,7 +362,8 @@ def style_report(
     groups: dict[str, dict[str, float]] = {}
     for name, template in STYLE_PROMPTS.items():
         prompts = [template.format(word=DIGIT_WORDS[d]) for d in digits.tolist()]
-        images = pipe.sample(len(prompts), prompts=prompts, guidance=guidance, seed=seed, sampler=sampler, steps=steps)
+        images = pipe.sample(len(prompts), prompts=prompts, guidance=guidance, guidance_interval=_interval(guidance_interval),
+                             seed=seed, sampler=sampler, steps=steps)  # fmt: skip
         measured = measure_style(images)
         groups[name] = {
             "ink": float(images.double().sum((1, 2)).div(255).mean()),

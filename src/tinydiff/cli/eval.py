@@ -18,6 +18,7 @@ def eval_command(
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (default: tinydiff sample's)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the sampler's)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance weight (text models)."),
+    guidance_interval: Optional[str] = typer.Option(None, "--guidance-interval", help="Noise levels LO,HI (sigma) where guidance applies, or 'all' (default: 0.28,5.42)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first batch."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder holding MNIST/raw (the test set is the reference)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
@@ -25,13 +26,14 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Score a model: prompt accuracy per digit, MNIST-FD beside the real-data floor, speed."""
-    from ..config import SampleConfig, sampling_defaults
+    from ..config import SampleConfig, parse_guidance_interval, sampling_defaults
     from ..evaluate import evaluate_pipeline, style_report
     from ..pipeline import Pipeline
     from ..plugins import get_sampler
 
     sampler, steps = sampling_defaults(sampler, steps)
     settings = SampleConfig(sampler=sampler, steps=steps, seed=seed, device=device)  # validates these flags
+    interval = parse_guidance_interval(guidance_interval)
     get_sampler(settings.sampler)
     pipe = Pipeline.from_ref(model, device=settings.device)
     if style and not pipe.is_text_model:
@@ -47,11 +49,13 @@ def eval_command(
             progress.update(task, completed=info["done"])
 
         report = evaluate_pipeline(pipe, num_per_digit=num_per_digit, sampler=settings.sampler, steps=settings.steps,
-                                   guidance=guidance, seed=seed, data_dir=data_dir, callback=on_batch)  # fmt: skip
+                                   guidance=guidance, guidance_interval=interval, seed=seed, data_dir=data_dir,
+                                   callback=on_batch)  # fmt: skip
         if style:
             progress.update(task, description="style")
             report["style"] = style_report(pipe, num_per_digit=max(1, num_per_digit // 2), sampler=settings.sampler,
-                                           steps=settings.steps, guidance=guidance, seed=seed)  # fmt: skip
+                                           steps=settings.steps, guidance=guidance, guidance_interval=interval,
+                                           seed=seed)  # fmt: skip
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -65,7 +69,9 @@ def eval_command(
         table.add_row("prompt accuracy", f"{report['accuracy']:.1%}")
         for digit, acc in report["per_digit_accuracy"].items():
             table.add_row(f"  digit {digit}", f"{acc:.1%}")
-        table.add_row("guidance", f"{report['guidance']:g}")
+        gi = report["guidance_interval"]
+        where = f" at sigma in ({gi[0]:g}, {gi[1]:g}]" if gi else " at every step"
+        table.add_row("guidance", f"{report['guidance']:g}{where}")
     table.add_row("MNIST-FD", f"{report['mnist_fd']:.2f}")
     table.add_row("real-data floor at this N", f"{report['mnist_fd_floor']:.2f}")
     table.add_row("ratio to the floor", f"{report['fd_ratio']:.2f}x")

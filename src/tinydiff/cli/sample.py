@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..config import SampleConfig, sampling_defaults
+from ..config import SampleConfig, parse_guidance_interval, sampling_defaults
 from ..errors import TinyDiffError
 from .output import console, err_console, handles_errors, warning_line
 
@@ -117,6 +117,7 @@ def sample_command(
     prompt: Optional[str] = typer.Argument(None, help="What to draw, e.g. \"a handwritten seven\" (text models)."),
     prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="One prompt a line; --num images each."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance weight (1: none)."),
+    guidance_interval: Optional[str] = typer.Option(None, "--guidance-interval", help="Noise levels LO,HI (sigma) where guidance applies, or 'all' (default: 0.28,5.42)."),
     model: Optional[str] = typer.Option(None, "--model", help="Run directory, model folder or bundled model name."),
     num: int = typer.Option(16, "--num", help="How many images."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (default: dpm++, chosen by measurement; see docs/cli.md)."),
@@ -129,6 +130,7 @@ def sample_command(
     """Sample images from a trained model; text models draw what PROMPT says."""
     sampler, steps = sampling_defaults(sampler, steps)
     settings = SampleConfig(num=num, sampler=sampler, steps=steps, seed=seed, device=device)
+    interval = parse_guidance_interval(guidance_interval)
     if prompt is not None and prompts_file is not None:
         raise TinyDiffError("give either PROMPT or --prompts-file, not both")
     asked = read_prompts_file(prompts_file) if prompts_file is not None else ([prompt] if prompt is not None else None)
@@ -150,8 +152,8 @@ def sample_command(
         raise TinyDiffError(f"{total} images asked for ({settings.num} for each of {len(asked or [])} prompts); 4096 at most")
     if guidance is not None and guidance < 0:
         raise TinyDiffError(f"--guidance must be 0 or more, got {guidance}")
-    if guidance is not None and prompts is None:
-        warning_line("--guidance has no effect without a prompt")
+    if (guidance is not None or guidance_interval is not None) and prompts is None:
+        warning_line("--guidance and --guidance-interval have no effect without a prompt")
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -165,7 +167,7 @@ def sample_command(
             progress.update(task, completed=info["i"], total=info["total"])
 
         images = pipe.sample(
-            total, prompts=prompts, guidance=DEFAULT_GUIDANCE if guidance is None else guidance,
+            total, prompts=prompts, guidance=DEFAULT_GUIDANCE if guidance is None else guidance, guidance_interval=interval,
             seed=settings.seed, sampler=settings.sampler, steps=settings.steps, callback=on_step,
         )  # fmt: skip
     images = images.numpy()
