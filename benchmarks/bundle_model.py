@@ -5,9 +5,10 @@
 
 Converts the EMA weights to fp16 (halving the size; loading casts them back to float32),
 then measures the fp16 model with ``tinydiff eval``'s code at the default sampler, steps,
-guidance and guidance interval (prompt accuracy per digit, MNIST-FD beside its floor, style words) and writes the
-figures, the command, the machine and the training run's command and wall time into the
-folder's ``config.json`` (``training`` and ``evaluation``). Prints the JSON it recorded.
+guidance and guidance interval (prompt accuracy per digit, MNIST-FD beside its floor, style
+words) and writes the figures, the command, the machine and the training run's command and
+wall time into the folder's ``config.json`` (``training`` and ``evaluation``). Prints the
+JSON it recorded.
 """
 
 from __future__ import annotations

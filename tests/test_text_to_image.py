@@ -217,6 +217,15 @@ def test_a_prompt_to_an_unconditional_model_is_an_error(tmp_path) -> None:
     assert result.exit_code == 1 and "unconditional" in result.stderr and not (tmp_path / "x.png").exists()
 
 
+def test_guidance_interval_on_the_command_line(text_run, tmp_path) -> None:
+    default, images = sample(text_run, tmp_path, "a handwritten seven")
+    every, images_every = sample(text_run, tmp_path, "a handwritten seven", "--guidance-interval", "all")
+    assert default.exit_code == 0 and every.exit_code == 0, default.output + every.output
+    assert not np.array_equal(images["images"], images_every["images"]), "the interval must change the samples"
+    unguided, _ = sample(text_run, tmp_path, "--guidance-interval", "all")  # no prompt: nothing to guide
+    assert unguided.exit_code == 0 and "have no effect without a prompt" in unguided.stderr
+
+
 def test_contradictory_style_words_are_an_error(text_run, tmp_path) -> None:
     result, _ = sample(text_run, tmp_path, "a thin bold seven")
     assert result.exit_code == 1 and result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1

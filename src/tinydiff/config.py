@@ -136,7 +136,7 @@ def sampling_defaults(sampler: str | None, steps: int | None) -> tuple[str, int 
 
 # Classifier-free guidance only where it helps: at noise levels sigma = sqrt((1 - alpha_bar) / alpha_bar)
 # in (0.28, 5.42], the interval of Kynkaanniemi et al. (2024). Measured on the bundled model
-# (docs/text-to-image.md#classifier-free-guidance): lower MNIST-FD than guiding every step, and
+# (docs/text-to-image.md#guidance-in-a-limited-interval): lower MNIST-FD than guiding every step, and
 # about a quarter less sampling time, as the skipped steps run one forward pass instead of two.
 DEFAULT_GUIDANCE_INTERVAL: tuple[float, float] = (0.28, 5.42)
 
@@ -145,7 +145,7 @@ def parse_guidance_interval(text: str | None) -> tuple[float, float] | None:
     """``--guidance-interval``: "LO,HI" (sigma bounds), "all" for every step; None: the default interval."""
     if text is None:
         return DEFAULT_GUIDANCE_INTERVAL
-    if text.strip().lower() in ("all", "none", "every"):
+    if text.strip().lower() == "all":
         return None
     parts = text.split(",")
     try:

@@ -47,13 +47,9 @@ class Pipeline:
 
     def __init__(self, config: ModelFolderConfig, model: torch.nn.Module, *, path: Path | None = None) -> None:
         self.config = config
-        self.device = next(model.parameters()).device
-        if self.device.type == "cpu":
-            # NHWC convolutions: measured 20% faster sampling on a 2-core CPU (docs/performance.md#cli-latency);
-            # same seed, same images still holds, as the layout is fixed per device
-            model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.path = path
+        self.device = next(model.parameters()).device
         self.schedule = NoiseSchedule.from_name(config.schedule.name, config.schedule.num_steps, **config.schedule.options)
 
     @classmethod
@@ -61,6 +57,10 @@ class Pipeline:
         """Load a run directory (its newest checkpoint), a model folder, or a bundled model (``None``: the default)."""
         folder = resolve_model_ref(ref)
         config, model = load_model_folder(folder, device=resolve_device(device))
+        if next(model.parameters()).device.type == "cpu":
+            # NHWC convolutions: 20% less time per step on a 2-core CPU (docs/performance.md, command-line
+            # latency); the layout is fixed per device, so the same seed still gives the same images
+            model = model.to(memory_format=torch.channels_last)
         return cls(config, model, path=folder)
 
     @property
