@@ -268,13 +268,14 @@ def test_eval_style_reports_ink_and_slant_of_paired_style_prompts(text_run) -> N
     assert result.exit_code == 0, result.output
     style = json.loads(result.stdout)["style"]
     assert style["num_per_prompt"] == 10  # half of --num-per-digit, for each of the ten digits
-    assert set(style["groups"]) == {"bold", "thin", "leaning right", "leaning left"}
+    assert set(style["groups"]) == {"bold", "thin", "leaning right", "leaning left", "large", "small"}
     g = style["groups"]
     assert style["bold_thin_ink_ratio"] == pytest.approx(g["bold"]["ink"] / g["thin"]["ink"])
     assert style["slant_right"] == g["leaning right"]["slant"] and style["slant_left"] == g["leaning left"]["slant"]
-    assert all(grp["ink"] > 0 and 0 <= grp["accuracy"] <= 1 for grp in g.values())
+    assert style["large_small_extent_ratio"] == pytest.approx(g["large"]["extent"] / g["small"]["extent"])
+    assert all(grp["ink"] > 0 and 0 <= grp["extent"] <= 28 and 0 <= grp["accuracy"] <= 1 for grp in g.values())
     table = runner.invoke(app_(), ["eval", "--model", str(text_run), "--num-per-digit", "2", "--steps", "2", "--style"])
-    assert table.exit_code == 0 and "bold / thin" in table.stdout
+    assert table.exit_code == 0 and "bold / thin" in table.stdout and "large / small" in table.stdout
 
 
 def test_eval_style_of_an_unconditional_model_is_one_line_error(tmp_path) -> None:

@@ -327,6 +327,8 @@ STYLE_PROMPTS = {  # {word}: the digit word; each pair is sampled from the same 
     "thin": "a thin {word}",
     "leaning right": "a {word} leaning right",
     "leaning left": "a {word} leaning left",
+    "large": "a large {word}",
+    "small": "a small {word}",
 }
 
 
@@ -340,13 +342,15 @@ def style_report(
     guidance_interval: tuple[float, float] | None | str = "default",
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Are style words obeyed? Ink and slant of "bold"/"thin" and "leaning right"/"leaning left" samples.
+    """Are style words obeyed? Ink of "bold"/"thin", slant of "leaning right"/"leaning left", extent of "large"/"small".
 
     Every digit is asked ``num_per_digit`` times with each style prompt, the two prompts of a
     pair from the same starting noise. Reports the mean ink per image (sum of pixel values / 255)
-    of "bold" over "thin" (above 1 means bolder), the mean stroke thickness of each, and the mean
+    of "bold" over "thin" (above 1 means bolder), the mean stroke thickness of each, the mean
     slant of "leaning right" and "leaning left" (shear of the central moments, positive to the
-    right: opposite signs mean obeyed), with each group's prompt accuracy.
+    right: opposite signs mean obeyed), and the mean extent (the larger side of the bounding
+    box, in pixels) of "large" over "small" (above 1 means obeyed; a model learns the size
+    words only when trained with ``train.scale_augment``), with each group's prompt accuracy.
     """
     from .captions import DIGIT_WORDS, measure_style
     from .pipeline import DEFAULT_GUIDANCE
@@ -369,6 +373,7 @@ def style_report(
             "ink": float(images.double().sum((1, 2)).div(255).mean()),
             "thickness": float(measured["thickness"].mean()),
             "slant": float(measured["slant"].mean()),
+            "extent": float(torch.maximum(measured["height"], measured["width"]).mean()),
             "accuracy": prompt_accuracy(images, digits)["accuracy"],
         }
     return {
@@ -378,4 +383,5 @@ def style_report(
         "bold_thin_thickness_ratio": groups["bold"]["thickness"] / max(groups["thin"]["thickness"], 1e-9),
         "slant_right": groups["leaning right"]["slant"],
         "slant_left": groups["leaning left"]["slant"],
+        "large_small_extent_ratio": groups["large"]["extent"] / max(groups["small"]["extent"], 1e-9),
     }

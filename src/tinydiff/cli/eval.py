@@ -22,7 +22,7 @@ def eval_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the first batch."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder holding MNIST/raw (the test set is the reference)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
-    style: bool = typer.Option(False, "--style", help="Also measure style words: bold/thin ink, leaning right/left slant."),
+    style: bool = typer.Option(False, "--style", help="Also measure style words: bold/thin ink, leaning right/left slant, large/small extent."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Score a model: prompt accuracy per digit, MNIST-FD beside the real-data floor, speed."""
@@ -80,4 +80,5 @@ def eval_command(
         st = report["style"]
         table.add_row("ink, bold / thin", f"{st['bold_thin_ink_ratio']:.2f}x")
         table.add_row("slant, leaning right / left", f"{st['slant_right']:+.3f} / {st['slant_left']:+.3f}")
+        table.add_row("extent, large / small", f"{st['large_small_extent_ratio']:.2f}x")
     console.print(table)
