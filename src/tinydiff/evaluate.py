@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .checkpoint import check_tensors, read_safetensors
+from .config import DEFAULT_GUIDANCE_INTERVAL
 from .data import default_data_dir, load_mnist, to_model_range
 from .errors import TinyDiffError
 
@@ -245,7 +246,7 @@ def evaluate_pipeline(
     sampler: str | None = None,
     steps: int | None = None,
     guidance: float | None = None,
-    guidance_interval: tuple[float, float] | None | str = "default",
+    guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
     seed: int = 0,
     data_dir: str | Path | None = None,
     batch_size: int = 500,
@@ -268,7 +269,6 @@ def evaluate_pipeline(
 
         sampler, steps = sampling_defaults(sampler, steps)
     guidance = DEFAULT_GUIDANCE if guidance is None else guidance
-    interval = _interval(guidance_interval)
     total = 10 * num_per_digit
     asked = torch.arange(10).repeat_interleave(num_per_digit)
     conditional = bool(getattr(pipe, "is_text_model", False))
@@ -279,7 +279,7 @@ def evaluate_pipeline(
         digits = asked[first : first + batch_size]
         prompts = [f"a handwritten {DIGIT_WORDS[d]}" for d in digits.tolist()] if conditional else None
         calls = []
-        chunks.append(pipe.sample(len(digits), prompts=prompts, guidance=guidance, guidance_interval=interval,
+        chunks.append(pipe.sample(len(digits), prompts=prompts, guidance=guidance, guidance_interval=guidance_interval,
                                   seed=seed + first, sampler=sampler, steps=steps, callback=calls.append))  # fmt: skip
         evaluations = len(calls)  # network evaluations per image (guidance is one batched evaluation)
         if callback is not None:
@@ -293,7 +293,7 @@ def evaluate_pipeline(
         "steps": steps,
         "nfe": evaluations,
         "guidance": guidance if conditional else None,
-        "guidance_interval": list(interval) if conditional and interval is not None else None,
+        "guidance_interval": list(guidance_interval) if conditional and guidance_interval is not None else None,
         "num_images": total,
         "num_per_digit": num_per_digit,
         "seconds": seconds,
@@ -309,17 +309,6 @@ def evaluate_pipeline(
         report["per_digit_accuracy"] = {str(d): a for d, a in acc["per_digit"].items()}
         report["min_digit_accuracy"] = min(acc["per_digit"].values())
     return report
-
-
-def _interval(value: tuple[float, float] | None | str) -> tuple[float, float] | None:
-    """The guidance interval to use: "default" is the measured default, None guides every step."""
-    if isinstance(value, str):
-        from .config import DEFAULT_GUIDANCE_INTERVAL
-
-        if value != "default":
-            raise TinyDiffError(f"guidance_interval must be (lo, hi), None or 'default', got {value!r}")
-        return DEFAULT_GUIDANCE_INTERVAL
-    return value
 
 
 STYLE_PROMPTS = {  # {word}: the digit word; each pair is sampled from the same noise
@@ -339,7 +328,7 @@ def style_report(
     sampler: str | None = None,
     steps: int | None = None,
     guidance: float | None = None,
-    guidance_interval: tuple[float, float] | None | str = "default",
+    guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Are style words obeyed? Ink of "bold"/"thin", slant of "leaning right"/"leaning left", extent of "large"/"small".
@@ -366,7 +355,7 @@ def style_report(
     groups: dict[str, dict[str, float]] = {}
     for name, template in STYLE_PROMPTS.items():
         prompts = [template.format(word=DIGIT_WORDS[d]) for d in digits.tolist()]
-        images = pipe.sample(len(prompts), prompts=prompts, guidance=guidance, guidance_interval=_interval(guidance_interval),
+        images = pipe.sample(len(prompts), prompts=prompts, guidance=guidance, guidance_interval=guidance_interval,
                              seed=seed, sampler=sampler, steps=steps)  # fmt: skip
         measured = measure_style(images)
         groups[name] = {

@@ -134,9 +134,10 @@ class Distributed:
             dist.barrier()
 
     def close(self, *, clean: bool = True) -> None:
-        """Leave the process group. After a clean finish every rank first waits for the others and drops
-        its DDP wrapper, so no collective or gloo worker is still alive when the group goes (without this,
-        a rank that leaves early can abort with "terminate called without an active exception")."""
+        """Leave the process group. After a clean finish every rank first waits for the others (so none
+        leaves before rank 0's last checkpoint) and drops its DDP wrapper, so no collective or gloo worker
+        is still alive when the group goes (without this, a rank that leaves early can abort with
+        "terminate called without an active exception")."""
         if not self.enabled:
             return
         import gc
@@ -146,7 +147,7 @@ class Distributed:
         if not dist.is_initialized():
             return
         if clean:
-            dist.barrier()
+            self.barrier()
         gc.collect()
         dist.destroy_process_group()
 
@@ -480,6 +481,5 @@ def _train(
         paused += time.perf_counter() - pause_start
         if final:
             break
-    dist.barrier()  # the others wait for rank 0's last checkpoint before the group closes
     emit({"event": "end", "step": trainer.step, "loss": last_loss, "seconds": trained})
     return TrainResult(run_dir, trainer.step, last_loss, last_checkpoint)
