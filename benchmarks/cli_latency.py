@@ -7,6 +7,10 @@ Targets (issue 7): ``tinydiff sample "a handwritten seven"`` with its defaults w
 ``python -c "import torch"``; ``tinydiff --version`` and ``--help`` under 0.5 s (no torch on
 that path). Each command is a fresh process, as a user runs it; the sample is written to a
 temporary folder. Prints a table with the ratios; exits 1 if a command fails.
+
+A second baseline, ``import torch`` ended with ``os._exit(0)``, shows how much of the first is
+the interpreter's teardown of torch, which ``tinydiff sample`` skips once its output is written
+(``tinydiff.cli.output.exit_now``); it has no target and is printed for comparison only.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         cwd = Path(tmp)
         rows = {
             "python -c 'import torch'": timed([sys.executable, "-c", "import torch"], repeats, cwd, warmup),
+            "python -c 'import torch; os._exit(0)'": timed([sys.executable, "-c", "import torch, os; os._exit(0)"], repeats, cwd, warmup),
             "tinydiff sample 'a handwritten seven'": timed(sample, repeats, cwd, warmup),
             "tinydiff --version": timed([*TINYDIFF, "--version"], repeats, cwd, warmup),
             "tinydiff --help": timed([*TINYDIFF, "--help"], repeats, cwd, warmup),

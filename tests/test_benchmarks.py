@@ -95,7 +95,8 @@ def test_cli_latency_smoke(tmp_path: Path, tiny_text_model: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {r["command"]: r for r in json.loads(out.read_text())["rows"]}
     assert rows["python -c 'import torch'"]["ratio_to_import_torch"] == 1.0
-    assert all(r["median_s"] > 0 for r in rows.values()) and len(rows) == 4
+    assert all(r["median_s"] > 0 for r in rows.values()) and len(rows) == 5
+    assert rows["python -c 'import torch; os._exit(0)'"]["met"] is None  # printed for comparison, no target
 
 
 def test_a_figure_that_cannot_be_measured_stops_the_benchmark(capsys) -> None:

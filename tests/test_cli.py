@@ -137,3 +137,60 @@ def test_sampling_path_does_not_import_torchvision(trained_run) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_sample_as_a_process_ends_without_torch_teardown_and_loses_no_output(tmp_path) -> None:
+    """`python -m tinydiff sample` ends through exit_now: the PNG is whole, stdout's preview and stderr's line arrive."""
+    out = subprocess.run([sys.executable, "-m", "tinydiff", "sample", "a handwritten seven", "--num", "4", "--steps", "2",
+                          "--out", "four.png", "--device", "cpu"], capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert decode_png((tmp_path / "four.png").read_bytes()).shape == (2 * 30 + 2, 2 * 30 + 2)  # a 2x2 grid, padding 2
+    assert "wrote 4 images" in out.stderr
+    preview = out.stdout.splitlines()
+    assert len(preview) >= 10 and all("\u2580" in line or line.strip() == "" for line in preview), out.stdout[-300:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["four.png"]  # no temporary file left beside it
+
+
+def test_exit_now_runs_atexit_handlers_flushes_and_keeps_the_status(tmp_path) -> None:
+    code = (
+        "import atexit, sys, pathlib\nfrom tinydiff.cli.output import exit_now\n"
+        f"atexit.register(lambda: pathlib.Path({str(tmp_path / 'atexit-ran')!r}).write_text('yes'))\n"
+        "sys.stdout.write('buffered, no newline')\nsys.stderr.write('err, no newline')\nexit_now(3)\n"
+        "print('never reached')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3
+    assert out.stdout == "buffered, no newline" and out.stderr == "err, no newline"
+    assert (tmp_path / "atexit-ran").read_text() == "yes"
+
+
+def test_main_called_with_arguments_raises_systemexit_instead_of_ending_the_process(trained_run, tmp_path, monkeypatch) -> None:
+    """A caller's main(args) (tests, scripts) gets SystemExit after sample, never os._exit."""
+    from tinydiff.cli import main
+
+    run, _ = trained_run
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", "--model", str(run), "--num", "1", "--steps", "2", "--out", "one.png", "--no-preview"])
+    assert exc.value.code == 0 and (tmp_path / "one.png").is_file()
+
+
+def test_importing_torch_pauses_the_collector_and_restores_it_even_on_error() -> None:
+    import gc
+
+    from tinydiff.cli.output import importing_torch
+
+    assert gc.isenabled()
+    with importing_torch():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ImportError), importing_torch():
+        raise ImportError("a plugin failed to import")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with importing_torch():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from .. import __version__
-from .output import err_console, error_line
+from .output import err_console, error_line, exit_now, fast_exit_allowed
 from .eval import eval_command
 from .inspect import inspect_command
 from .plugins import plugins_command
@@ -79,4 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             where = f"tinydiff {ctx.info_name}" if ctx is not None and ctx.parent is not None else "tinydiff"
             error_line(f"{exc.format_message().rstrip('.')}; see '{where} --help'")
             code = exc.exit_code
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if argv is None and fast_exit_allowed():  # the process's own entry (not a caller's main(args)): skip torch's teardown
+        exit_now(code)
+    sys.exit(code)

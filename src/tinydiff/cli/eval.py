@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import TinyDiffError
-from .output import console, err_console, handles_errors
+from .output import allow_fast_exit, console, err_console, handles_errors, importing_torch
 
 
 @handles_errors
@@ -27,9 +27,11 @@ def eval_command(
 ) -> None:
     """Score a model: prompt accuracy per digit, MNIST-FD beside the real-data floor, speed."""
     from ..config import SampleConfig, parse_guidance_interval, sampling_defaults
-    from ..evaluate import evaluate_pipeline, style_report
-    from ..pipeline import Pipeline
-    from ..plugins import get_sampler
+
+    with importing_torch():
+        from ..evaluate import evaluate_pipeline, style_report
+        from ..pipeline import Pipeline
+        from ..plugins import get_sampler
 
     sampler, steps = sampling_defaults(sampler, steps)
     settings = SampleConfig(sampler=sampler, steps=steps, seed=seed, device=device)  # validates these flags
@@ -56,6 +58,7 @@ def eval_command(
             report["style"] = style_report(pipe, num_per_digit=max(1, num_per_digit // 2), sampler=settings.sampler,
                                            steps=settings.steps, guidance=guidance, guidance_interval=interval,
                                            seed=seed)  # fmt: skip
+    allow_fast_exit()  # eval writes no file; stdout is flushed on the way out
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

@@ -14,7 +14,7 @@ import typer
 
 from ..config import SampleConfig, parse_guidance_interval, sampling_defaults
 from ..errors import TinyDiffError
-from .output import console, err_console, handles_errors, warning_line
+from .output import allow_fast_exit, console, err_console, handles_errors, importing_torch, warning_line
 
 
 @dataclass
@@ -136,8 +136,9 @@ def sample_command(
     asked = read_prompts_file(prompts_file) if prompts_file is not None else ([prompt] if prompt is not None else None)
     plan = plan_output(out)
 
-    from ..pipeline import DEFAULT_GUIDANCE, Pipeline
-    from ..plugins import get_sampler
+    with importing_torch():
+        from ..pipeline import DEFAULT_GUIDANCE, Pipeline
+        from ..plugins import get_sampler
 
     get_sampler(settings.sampler)  # unknown names fail before the model loads
     pipe = Pipeline.from_ref(model, device=settings.device)
@@ -180,3 +181,4 @@ def sample_command(
             console.print(line)
     what = {"grid": "a grid", "npz": "an .npz", "folder": "one PNG each"}[plan.kind]
     err_console.print(f"wrote {total} images ({what}) to {plan.path}")
+    allow_fast_exit()  # every file is written and closed

@@ -13,7 +13,7 @@ import typer
 
 from ..config import Config, merge, resolve_config
 from ..errors import TinyDiffError
-from .output import err_console, handles_errors
+from .output import err_console, handles_errors, importing_torch
 
 # flags that may change when resuming; everything else comes from the run's config.json
 RESUMABLE = {"steps", "max_minutes", "sample_every", "checkpoint_every", "device", "data_dir", "eval_every", "keep_checkpoints"}
@@ -96,7 +96,8 @@ def train_command(
             raise TinyDiffError("under torchrun, pass --run-dir so that every process trains the same run")
         run_dir = run_dir or Path("runs") / f"{config.preset}-{datetime.now():%Y%m%d-%H%M%S}"
 
-    from ..train import train  # torch is imported only now
+    with importing_torch():
+        from ..train import train  # torch is imported only now
 
     with TrainProgress() as progress:
         result = train(config, run_dir, resume=resume, command=["tinydiff", *sys.argv[1:]], callback=progress)
