@@ -151,6 +151,20 @@ def test_sample_as_a_process_ends_without_torch_teardown_and_loses_no_output(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["four.png"]  # no temporary file left beside it
 
 
+@pytest.mark.parametrize("out_name, skips_teardown", [("one.png", True), ("one.txt", False)])
+def test_only_a_successful_sample_skips_the_interpreter_teardown(tmp_path, out_name, skips_teardown) -> None:
+    """A module-level object's finalizer runs at the interpreter's teardown: not after a successful sample, but after an error."""
+    code = (
+        "import sys\nclass Mark:\n    def __del__(self):\n        sys.stderr.write('teardown ran\\n')\n"
+        "mark = Mark()\nfrom tinydiff.cli import main\n"
+        f"sys.argv = ['tinydiff', 'sample', '7', '--num', '1', '--steps', '1', '--out', {out_name!r}, '--no-preview']\nmain()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == (0 if skips_teardown else 1), out.stderr
+    assert ("teardown ran" not in out.stderr) == skips_teardown, out.stderr
+    assert (tmp_path / out_name).is_file() == skips_teardown
+
+
 def test_exit_now_runs_atexit_handlers_flushes_and_keeps_the_status(tmp_path) -> None:
     code = (
         "import atexit, sys, pathlib\nfrom tinydiff.cli.output import exit_now\n"

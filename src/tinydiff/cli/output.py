@@ -86,7 +86,7 @@ def handles_errors(fn: F) -> F:
 # Ending a process that has imported torch: the interpreter's teardown of torch's modules takes
 # about 0.4 s on a 2-core CPU (`python -c "import torch"`: 1.6 s; with os._exit(0) at the end:
 # 1.2 s), a quarter of `tinydiff sample`'s whole time. Commands that hold nothing open once they
-# succeed (sample, eval, inspect) call allow_fast_exit(); the console-script entry then runs the
+# succeed (sample, eval) call allow_fast_exit(); the console-script entry then runs the
 # atexit handlers, flushes stdout and stderr, and ends with os._exit (docs/performance.md).
 _fast_exit = False
 
