@@ -31,7 +31,7 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     print(f"measured {len(images)} {args.split} images in {elapsed:.2f} s\n")
 
-    extent = torch.maximum(style["height"], style["width"])
+    extent = captions.size_extent(style)
     values = {"thickness": style["thickness"], "slant": style["slant"], "|slant|": style["slant"].abs(),
               "height": style["height"], "extent": extent}  # fmt: skip
     qs = torch.tensor(QUANTILES, dtype=torch.float64)

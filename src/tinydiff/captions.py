@@ -88,10 +88,15 @@ def _extent(occupied: torch.Tensor) -> torch.Tensor:
     return torch.where(occupied.any(1), last - first + 1, 0).float()
 
 
+def size_extent(style: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The size a caption's "small"/"large" describe: the larger side of the bounding box, from :func:`measure_style`."""
+    return torch.maximum(style["height"], style["width"])  # size is scale, not the shape of the digit
+
+
 def classify_style(style: dict[str, torch.Tensor]) -> torch.Tensor:
     """Codes ``[N, 3]`` (thickness, slant, size) from :func:`measure_style`'s output; 0 where no word is sure."""
     thickness, slant = style["thickness"], style["slant"]
-    extent = torch.maximum(style["height"], style["width"])  # size is scale, not the shape of the digit
+    extent = size_extent(style)
     codes = torch.zeros(len(thickness), 3, dtype=torch.int64)
     codes[(thickness > 0) & (thickness <= THIN_MAX_THICKNESS), 0] = 1  # thickness 0: no pixel above INK_LEVEL
     codes[thickness >= BOLD_MIN_THICKNESS, 0] = 2

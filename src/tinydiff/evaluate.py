@@ -341,7 +341,7 @@ def style_report(
     box, in pixels) of "large" over "small" (above 1 means obeyed; a model learns the size
     words only when trained with ``train.scale_augment``), with each group's prompt accuracy.
     """
-    from .captions import DIGIT_WORDS, measure_style
+    from .captions import DIGIT_WORDS, measure_style, size_extent
     from .pipeline import DEFAULT_GUIDANCE
 
     if not getattr(pipe, "is_text_model", False):
@@ -362,7 +362,7 @@ def style_report(
             "ink": float(images.double().sum((1, 2)).div(255).mean()),
             "thickness": float(measured["thickness"].mean()),
             "slant": float(measured["slant"].mean()),
-            "extent": float(torch.maximum(measured["height"], measured["width"]).mean()),
+            "extent": float(size_extent(measured).mean()),
             "accuracy": prompt_accuracy(images, digits)["accuracy"],
         }
     return {
