@@ -36,7 +36,8 @@ dist.close()
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # TMPDIR: torchrun's rendezvous folders (torchelastic_*) go under the test's own folder, not /tmp
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
     env.pop("WORLD_SIZE", None)
     env.pop("RANK", None)
     return env
