@@ -213,3 +213,39 @@ def test_importing_torch_pauses_the_collector_and_restores_it_even_on_error() ->
         assert not gc.isenabled()  # a caller that had it off keeps it off
     finally:
         gc.enable()
+
+
+def _warn_each_kind() -> None:
+    import warnings
+
+    from tinydiff.plugins import PluginWarning
+
+    warnings.warn("plugin 'x' failed to load; it is skipped", PluginWarning, stacklevel=1)
+    warnings.warn("a prompt-level notice", UserWarning, stacklevel=1)
+    warnings.warn("unclosed file <_io.BufferedReader name='x.npz'>", ResourceWarning, stacklevel=1)
+    warnings.warn("torch.foo is deprecated", DeprecationWarning, stacklevel=1)
+    warnings.warn("bar will be deprecated", PendingDeprecationWarning, stacklevel=1)
+
+
+def test_commands_show_user_warnings_as_one_line_and_hide_what_python_hides(capsys, monkeypatch) -> None:
+    """A ResourceWarning the collector raises mid-command, or a library's deprecation notice, is not a user's concern."""
+    from tinydiff.cli.output import handles_errors
+
+    monkeypatch.setattr(sys, "warnoptions", [])
+    handles_errors(_warn_each_kind)()
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["warning: plugin 'x' failed to load; it is skipped", "warning: a prompt-level notice"]
+
+
+def test_pythonwarnings_given_by_the_user_are_respected(capsys, monkeypatch) -> None:
+    import warnings
+
+    from tinydiff.cli.output import handles_errors
+
+    monkeypatch.setattr(sys, "warnoptions", ["default"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # what `python -W default` sets before any code runs
+        handles_errors(_warn_each_kind)()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 5 and all(line.startswith("warning: ") for line in lines)
+    assert "warning: unclosed file <_io.BufferedReader name='x.npz'>" in lines

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import gc
 import os
+import sys
 import warnings
 from typing import Any, Callable, TypeVar
 
@@ -64,13 +65,26 @@ def describe_error(exc: BaseException) -> str:
     return str(exc)
 
 
+def _user_facing_filters() -> None:
+    """Each warning once per place it comes from, less what Python itself hides from users.
+
+    A library's deprecation notices and a file the garbage collector closes (ResourceWarning,
+    which it can finalize in the middle of any command) are for developers, not for the person
+    running `tinydiff`: `PYTHONWARNINGS=default tinydiff ...` shows them all.
+    """
+    warnings.simplefilter("default")
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def handles_errors(fn: F) -> F:
     """Turn TinyDiffError and pydantic ValidationError into one line and exit 1; show warnings as one line each."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with warnings.catch_warnings():
-            warnings.simplefilter("default")
+            if not sys.warnoptions:  # -W or PYTHONWARNINGS given: the user's filters stand
+                _user_facing_filters()
             warnings.showwarning = _show_warning
             try:
                 return fn(*args, **kwargs)
@@ -104,7 +118,6 @@ def fast_exit_allowed() -> bool:
 def exit_now(code: int) -> None:
     """atexit handlers, then flush stdout and stderr, then end the process without the interpreter's teardown."""
     import atexit
-    import sys
 
     run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
     if run_exitfuncs is not None:
