@@ -83,7 +83,7 @@ def handles_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with warnings.catch_warnings():
-            if not sys.warnoptions:  # -W or PYTHONWARNINGS given: the user's filters stand
+            if not sys.warnoptions:  # -W, PYTHONWARNINGS or -X dev given: the user's filters stand
                 _user_facing_filters()
             warnings.showwarning = _show_warning
             try:
