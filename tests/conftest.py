@@ -24,6 +24,14 @@ def data_dir() -> Path:
     return path
 
 
+def read_npz(path: Path) -> dict:
+    """The arrays of a `sample --out x.npz` file, with the file closed here, not left to the collector."""
+    import numpy as np
+
+    with np.load(path) as arrays:
+        return dict(arrays)
+
+
 TINY_MODEL = {
     "base_channels": 16,
     "channel_mult": [1, 2],

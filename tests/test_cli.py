@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import read_npz
 from typer.testing import CliRunner
 
 from tinydiff import __version__
@@ -41,8 +42,7 @@ def test_train_reports_and_tracks(trained_run) -> None:
 
 
 def npz_images(path):
-    with np.load(path) as arrays:  # closed here, not by the collector (which warns "unclosed file")
-        return arrays["images"]
+    return read_npz(path)["images"]
 
 
 def test_sample_npz_png_and_folder_are_deterministic(trained_run, tmp_path) -> None:

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import read_npz
 from typer.testing import CliRunner
 
 from tinydiff.checkpoint import ModelFolderConfig, load_model_folder, save_model_folder
@@ -146,10 +147,7 @@ def sample(run, tmp_path, *args):
     out = tmp_path / "s.npz"
     result = runner.invoke(app_(), ["sample", *args, "--model", str(run), "--num", "2", "--steps", "10",
                                     "--seed", "1", "--out", str(out), "--no-preview"])  # fmt: skip
-    if result.exit_code != 0:
-        return result, None
-    with np.load(out) as arrays:  # closed here: an NpzFile left to the collector warns "unclosed file" mid-test
-        return result, dict(arrays)
+    return result, (read_npz(out) if result.exit_code == 0 else None)
 
 
 def test_training_on_captions_makes_a_text_model(text_run) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import gc
@@ -117,8 +118,6 @@ def fast_exit_allowed() -> bool:
 
 def exit_now(code: int) -> None:
     """atexit handlers, then flush stdout and stderr, then end the process without the interpreter's teardown."""
-    import atexit
-
     run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
     if run_exitfuncs is not None:
         run_exitfuncs()
