@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: the diffusers baseline of issue 7, and small helpers.
+"""Shared by the benchmarks: the diffusers baseline, and small helpers.
 
 The baseline is a class-conditional diffusers ``UNet2DModel`` (label 10 is the "no label"
 class, dropped in 10% of steps for classifier-free guidance). It is wrapped so TinyDiff's own
@@ -36,7 +36,7 @@ def require_diffusers() -> Any:
 
 
 def diffusers_unet(size: str = "small") -> nn.Module:
-    """Issue 7's baseline: channels 32/64/64, one layer per block (1.16 M), or 32/64/128, two layers (4.0 M)."""
+    """The baseline: channels 32/64/64, one layer per block (1.16 M), or 32/64/128, two layers (4.0 M)."""
     from diffusers import UNet2DModel
 
     channels, layers = {"small": ((32, 64, 64), 1), "gpu": ((32, 64, 128), 2)}[size]
@@ -56,7 +56,7 @@ class ClassConditional(nn.Module):
         self.unet = unet
 
     def encode_text(self, prompts: list[str]) -> tuple[torch.Tensor]:
-        from tinydiff.captions import digits_in_prompt
+        from tinydiff.prompts import digits_in_prompt
 
         labels = []
         for prompt in prompts:

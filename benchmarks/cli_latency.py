@@ -3,7 +3,7 @@
     python benchmarks/cli_latency.py              # 5 repeats each, medians
     python benchmarks/cli_latency.py --smoke      # 1 repeat: checks the plumbing
 
-Targets (issue 7): ``tinydiff sample "a handwritten seven"`` with its defaults within 1.5x of
+Targets: ``tinydiff sample "a handwritten seven"`` with its defaults within 1.5x of
 ``python -c "import torch"``; ``tinydiff --version`` and ``--help`` under 0.5 s (no torch on
 that path). Each command is a fresh process, as a user runs it; the sample is written to a
 temporary folder. Prints a table with the ratios; exits 1 if a command fails.

@@ -11,7 +11,7 @@ steps (snapshots and checkpoints are not counted), one after the other on this m
 
 - TinyDiff: ``tinydiff train --preset laptop`` itself, in a subprocess;
 - baseline: diffusers ``UNet2DModel`` (32/64/64, one layer per block, attention at the two
-  lower levels, 1.16 M parameters), class-conditional, as in issue 7.
+  lower levels, 1.16 M parameters), class-conditional.
 
 Each arm's number of steps is set from a short throughput measurement so its cosine
 schedule ends with the budget (``--max-minutes`` stops it in any case). Both are then

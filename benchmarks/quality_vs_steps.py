@@ -7,7 +7,7 @@
 
 For each sampler and step count, ``tinydiff eval``'s figures (prompt accuracy, the worst digit,
 MNIST-FD and its ratio to the real-versus-real floor at the same N) from the same seeds,
-then the reference, ancestral DDPM over all T steps. Prints a table, checks issue 4's target
+then the reference, ancestral DDPM over all T steps. Prints a table, checks the target
 (at 20 evaluations: within 1 point of the reference's prompt accuracy and 10% of its
 MNIST-FD), and writes ``results.json`` and ``quality_vs_steps.png`` to ``--out``.
 """
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tinydiff.config import parse_guidance_interval
     from tinydiff.errors import TinyDiffError
-    from tinydiff.pipeline import DEFAULT_GUIDANCE, Pipeline
+    from tinydiff.pipeline import Pipeline
 
     try:
         args.interval = parse_guidance_interval(args.guidance_interval)
@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(exc))
 
     pipe = Pipeline.from_ref(args.model)
-    if args.guidance is None:
-        args.guidance = DEFAULT_GUIDANCE
+    resolved = pipe.options(guidance=args.guidance, guidance_interval=args.interval)
+    args.guidance, args.interval = resolved.guidance, resolved.guidance_interval or "all"
     rows = []
     for sampler in samplers:
         for n in steps:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = evaluate(pipe, "ddpm", args.reference_steps, args)
 
     print(f"\nmodel {pipe.path}, {10 * args.num_per_digit} images per row, guidance {args.guidance:g} "
-          f"({'every step' if args.interval is None else 'at sigma in (%g, %g]' % args.interval})")
+          f"({'every step' if args.interval == 'all' else 'at sigma in (%g, %g]' % args.interval})")
     print(f"{'sampler':8s} {'NFE':>5s} {'accuracy':>9s} {'worst':>6s} {'MNIST-FD':>9s} {'x floor':>8s} {'vs ref FD':>9s} {'s':>6s}")
     for r in [*rows, {**reference, "sampler": "ddpm*"}]:
         acc = f"{r['accuracy']:.1%}" if r["accuracy"] is not None else "n/a"

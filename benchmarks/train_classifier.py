@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import tempfile
 import time
@@ -49,24 +48,6 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
     for xb, yb in zip(images.split(1000), labels.split(1000)):
         hits += int((model(to_model_range(xb)).argmax(1) == yb).sum())
     return hits / len(labels)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make the shipped file unreadable to others
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def train(args: argparse.Namespace) -> int:
@@ -125,6 +106,9 @@ def train(args: argparse.Namespace) -> int:
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     data = save(tensors, metadata={"format": "pt"})  # one key: several would be written in arbitrary order
+    from tinydiff.files import write_atomic
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out, data)
     print(f"wrote {args.out} ({len(data)} bytes)")
     return 0

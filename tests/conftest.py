@@ -13,6 +13,14 @@ SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 if not os.environ.get("TINYDIFF_DATA_DIR") and SHARED_MNIST.is_dir():
     os.environ["TINYDIFF_DATA_DIR"] = str(SHARED_MNIST)
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N runs N workers side by side: one thread each (and in the processes they start),
+    # so N workers on N cores do not oversubscribe them
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
@@ -47,7 +55,7 @@ def tiny_overrides(**train: object) -> dict:
     settings = {"steps": 20, "batch_size": 16, "lr": 1e-3, "warmup_steps": 5, "device": "cpu",
                 "log_every": 5, "sample_every": 10, "checkpoint_every": 10, "sample_num": 4, "sample_steps": 5}  # fmt: skip
     settings.update(train)
-    return {"model": dict(TINY_MODEL), "schedule": {"num_steps": 50}, "train": settings}
+    return {"model": dict(TINY_MODEL), "schedule": {"num_timesteps": 50}, "train": settings}
 
 
 @pytest.fixture
@@ -77,7 +85,7 @@ groups = 4
 heads = 2
 
 [schedule]
-num_steps = 50
+num_timesteps = 50
 
 [train]
 lr = 1e-3

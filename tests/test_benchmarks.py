@@ -46,7 +46,7 @@ def test_cpu_time_to_quality_smoke(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "out" / "results.json").read_text())
     arms = {r["arm"]: r for r in result["rows"]}
     assert set(arms) == {"TinyDiff laptop", "diffusers UNet2DModel"}
-    assert arms["diffusers UNet2DModel"]["parameters"] == 1_164_513  # issue 7's 1.16 M baseline, exactly
+    assert arms["diffusers UNet2DModel"]["parameters"] == 1_164_513  # the 1.16 M baseline of the CPU time-to-quality comparison, exactly
     for row in arms.values():
         assert row["nfe"] == 2 and row["num_images"] == 20 and 0 <= row["accuracy"] <= 1 and row["mnist_fd"] > 0
     assert "throughput ratio" in done.stdout

@@ -11,7 +11,7 @@ import torch
 
 from tinydiff.checkpoint import DEFAULT_MODEL, bundled_models, resolve_model_ref
 
-MODEL_BUDGET_BYTES = 12 * 1024 * 1024  # issue 5: the bundled model is at most 12 MB
+MODEL_BUDGET_BYTES = 12 * 1024 * 1024  # the bundled model's size budget: at most 12 MB
 PACKAGE_BUDGET_BYTES = 15 * 1024 * 1024  # everything the package installs, model and classifier included
 
 

@@ -1,4 +1,4 @@
-"""tinydiff.captions: style measured from pixels, true style words, varied captions, reading prompts."""
+"""tinydiff.captions: style measured from pixels, true style words, varied captions (read back by tinydiff.prompts)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,14 @@ from tinydiff import captions
 from tinydiff.captions import (
     CaptionGenerator,
     classify_style,
-    digits_in_prompt,
     measure_style,
     style_codes,
-    style_in_prompt,
     style_words,
     vocabulary,
 )
 from tinydiff.data import load_mnist
 from tinydiff.errors import TinyDiffError
+from tinydiff.prompts import digits_in_prompt, style_in_prompt
 
 WORDS = re.compile(r"[^\W_]+")
 
@@ -236,53 +235,3 @@ def test_generator_rejects_bad_settings_and_inputs() -> None:
         gen.caption(3, ("heavy", None, None), random.Random(0))
     with pytest.raises(ValueError):
         gen.captions_for_batch(torch.tensor([1, 2]), torch.zeros(3, 3, dtype=torch.long), random.Random(0))
-
-
-# -- reading prompts -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "prompt, digits",
-    [
-        ("a handwritten seven", {7}),
-        ("Seven.", {7}),
-        ("the digit 7", {7}),
-        ("SEVEN!", {7}),
-        ("a bold Seven leaning right", {7}),
-        ("a cat", set()),
-        ("someone, alone, in tone", set()),
-        ("a 3 or a five", {3, 5}),
-        ("sevens and 7s", {7}),
-        ("sixes", {6}),
-        ("12", {1, 2}),
-        ("an eight, not a 3", {8, 3}),
-        ("", set()),
-    ],
-)
-def test_digits_in_prompt(prompt: str, digits: set[int]) -> None:
-    assert digits_in_prompt(prompt) == digits
-
-
-@pytest.mark.parametrize(
-    "prompt, thickness, slant, size",
-    [
-        ("a bold seven leaning right", "bold", "leaning right", None),
-        ("A Thin, Small 3.", "thin", None, "small"),
-        ("a large upright digit 4", None, "upright", "large"),
-        ("a right-leaning 7", None, "leaning right", None),
-        ("THE 2 LEANING TO THE LEFT WITH THICK STROKES!", "bold", "leaning left", None),
-        ("a big 9 tilted to the right", None, "leaning right", "large"),
-        ("a seven to the right", None, None, None),
-        ("a cat", None, None, None),
-    ],
-)
-def test_style_in_prompt(prompt: str, thickness: str | None, slant: str | None, size: str | None) -> None:
-    assert style_in_prompt(prompt) == {"thickness": thickness, "slant": slant, "size": size}
-
-
-def test_style_in_prompt_refuses_contradictions() -> None:
-    with pytest.raises(TinyDiffError, match="'thin' and 'bold'"):
-        style_in_prompt("a thin, bold 7")
-    with pytest.raises(TinyDiffError, match="leaning"):
-        style_in_prompt("a 7 leaning left and leaning right")
-    assert style_in_prompt("a bold 7 with thick strokes")["thickness"] == "bold"  # two phrasings, one word

@@ -37,7 +37,7 @@ def test_train_reports_and_tracks(trained_run) -> None:
     assert "training" in result.stderr and "done: step 12" in result.stderr
     assert f"tinydiff sample --model {run}" in result.stderr
     record = json.loads((run / "config.json").read_text())
-    assert record["config"]["schedule"]["num_steps"] == 40 and record["config"]["train"]["steps"] == 12
+    assert record["config"]["schedule"]["num_timesteps"] == 40 and record["config"]["train"]["steps"] == 12
     assert record["command"][:2] == ["tinydiff", "train"] or record["command"][0] == "tinydiff"
 
 

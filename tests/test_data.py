@@ -391,3 +391,38 @@ def test_rescale_images_scales_a_centred_square_about_the_centre() -> None:
     assert heights[1] == pytest.approx(5, abs=2) and heights[2] == pytest.approx(20, abs=2)  # edges antialiased
     ys, xs = torch.nonzero(out[2] > 127, as_tuple=True)
     assert abs(ys.float().mean().item() - 13.5) < 0.6 and abs(xs.float().mean().item() - 13.5) < 0.6
+
+
+def test_scale_augmentation_makes_size_words_true_and_is_deterministic(data_dir) -> None:
+    import re
+
+    from tinydiff.captions import measure_style
+    from tinydiff.data import TrainingData
+
+    images, labels = load_mnist(data_dir, split="train")
+
+    def data(share: float) -> TrainingData:
+        return TrainingData(images, labels, batch_size=64, seed=0, captions=True, scale_augment=share)
+
+    def sizes(d: TrainingData, steps: int = 3) -> tuple[list[str], list[float]]:
+        words, extents = [], []
+        for step in range(steps):
+            batch, captions = d.batch(step)
+            m = measure_style(batch)
+            for caption, h, w in zip(captions, m["height"].tolist(), m["width"].tolist()):
+                size = re.findall(r"\b(small|little|large|big)\b", caption.lower())
+                if size:
+                    words.append(size[0])
+                    extents.append(max(h, w))
+        return words, extents
+
+    plain_words, _ = sizes(data(0.0))
+    assert plain_words == [], "raw MNIST digits are never small or large"
+    words, extents = sizes(data(1.0))
+    small = [e for w, e in zip(words, extents) if w in ("small", "little")]
+    large = [e for w, e in zip(words, extents) if w in ("large", "big")]
+    assert small and large, words
+    assert max(small) <= 15 and min(large) >= 23  # each size word is true of its image
+    a, b = data(1.0), data(1.0)
+    for x, y in zip(a.batch(7), b.batch(7)):  # seeded by the run and the step: resume draws the same
+        assert x == y if isinstance(x, list) else torch.equal(x, y)

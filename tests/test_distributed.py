@@ -20,7 +20,8 @@ HELPER = """
 import json, sys
 from safetensors.torch import save_file
 from tinydiff.config import resolve_config
-from tinydiff.train import Distributed, Trainer
+from tinydiff.distributed import Distributed
+from tinydiff.train import Trainer
 overrides, run_dir, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 dist = Distributed.from_env()
 trainer = Trainer(resolve_config("stage3", None, overrides), run_dir, dist)

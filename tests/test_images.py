@@ -21,7 +21,6 @@ from tinydiff.images import (
     save_png,
     step_label,
     terminal_preview,
-    write_atomic,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -147,60 +146,6 @@ def test_save_png_writes_a_decodable_file(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["x.png"]
     np.testing.assert_array_equal(decode_png((tmp_path / "x.png").read_bytes()), image)
 
-
-# -- write_atomic -----------------------------------------------------------------------
-
-
-def test_write_atomic_writes_and_leaves_no_temp_files(tmp_path: Path) -> None:
-    write_atomic(tmp_path / "a.bin", b"hello")
-    assert (tmp_path / "a.bin").read_bytes() == b"hello"
-    assert os.listdir(tmp_path) == ["a.bin"]
-    write_atomic(str(tmp_path / "a.bin"), b"second")  # a str path, replacing the file
-    assert (tmp_path / "a.bin").read_bytes() == b"second"
-    assert os.listdir(tmp_path) == ["a.bin"]
-
-
-def test_write_atomic_renames_a_sibling_temp_file_into_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "data.bin"
-    target.write_bytes(b"old")
-    seen: list[tuple[str, str, bytes, bytes]] = []
-    real_replace = os.replace
-
-    def spy(src: str, dst: str) -> None:
-        # at the moment of the rename, the temp file is complete and the target still holds the old data
-        seen.append((str(src), str(dst), Path(src).read_bytes(), Path(dst).read_bytes()))
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", spy)
-    write_atomic(target, b"new data")
-    assert len(seen) == 1
-    src, dst, src_bytes, dst_bytes = seen[0]
-    assert Path(src).parent == tmp_path, "the temp file must be in the same folder, so the rename is atomic"
-    assert Path(src).name != "data.bin"
-    assert Path(dst) == target
-    assert src_bytes == b"new data" and dst_bytes == b"old"
-    assert target.read_bytes() == b"new data"
-    assert os.listdir(tmp_path) == ["data.bin"]
-
-
-def test_write_atomic_failure_keeps_old_file_and_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "data.bin"
-    target.write_bytes(b"old")
-
-    def broken(src: str, dst: str) -> None:
-        raise OSError("disk on fire")
-
-    monkeypatch.setattr(os, "replace", broken)
-    with pytest.raises(OSError, match="disk on fire"):
-        write_atomic(target, b"new")
-    assert target.read_bytes() == b"old"
-    assert os.listdir(tmp_path) == ["data.bin"]
-
-
-def test_write_atomic_into_missing_folder_fails_without_creating_it(tmp_path: Path) -> None:
-    with pytest.raises(OSError):
-        write_atomic(tmp_path / "missing" / "x.bin", b"data")
-    assert os.listdir(tmp_path) == []
 
 
 # -- render_text and step labels --------------------------------------------------------

@@ -48,7 +48,7 @@ def test_throwaway_plugin_adds_a_schedule_and_is_removed() -> None:
         @staticmethod
         @hookimpl
         def tinydiff_register_schedules(register):
-            register("constant", lambda num_steps, beta=0.02: torch.full((num_steps,), beta, dtype=torch.float64))
+            register("constant", lambda num_timesteps, beta=0.02: torch.full((num_timesteps,), beta, dtype=torch.float64))
 
     host = get_host()
     host.add(Plugin(), "throwaway")

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tinydiff.captions import DIGIT_WORDS, digits_in_prompt, vocabulary
+from tinydiff.captions import DIGIT_WORDS, vocabulary
+from tinydiff.prompts import digits_in_prompt
 from tinydiff.config import Config, ModelConfig, TrainConfig
 from tinydiff.errors import TinyDiffError
 from tinydiff.nn.text import Tokenizer, normalize

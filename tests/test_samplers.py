@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tinydiff.diffusion import Denoiser
+from tinydiff.diffusion import EpsilonPredictor
 from tinydiff.plugins import get_sampler, registry
 from tinydiff.samplers import respaced_timesteps
 from tinydiff.errors import TinyDiffError
@@ -16,8 +16,7 @@ class PointData(torch.nn.Module):
         self.c, self.s = c, schedule
 
     def forward(self, x, t):
-        a = self.s.gather(self.s.sqrt_alphas_cumprod, t, x.ndim)
-        b = self.s.gather(self.s.sqrt_one_minus_alphas_cumprod, t, x.ndim)
+        a, b = self.s.alpha_sigma(t, x.ndim)
         return (x - a * self.c) / b
 
 
@@ -29,7 +28,7 @@ class GaussianData(torch.nn.Module):
         self.mu, self.std, self.s = mu, s, schedule
 
     def forward(self, x, t):
-        ab = self.s.gather(self.s.alphas_cumprod, t, x.ndim)
+        ab = self.s.alphas_cumprod[t].float().view(-1, *([1] * (x.ndim - 1)))
         mean_x0 = self.mu + ab.sqrt() * self.std**2 * (x - ab.sqrt() * self.mu) / (ab * self.std**2 + 1 - ab)
         return (x - ab.sqrt() * mean_x0) / (1 - ab).sqrt()
 
@@ -49,7 +48,7 @@ def test_ddpm_lands_on_the_single_data_point(steps) -> None:
     s = NoiseSchedule.from_name("linear", 200)
     c = torch.linspace(-0.8, 0.8, 16).reshape(1, 1, 4, 4)
     x_T = torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
-    out = get_sampler("ddpm")(Denoiser(PointData(c, s), s), x_T, s, steps=steps, generator=torch.Generator().manual_seed(1))
+    out = get_sampler("ddpm")(EpsilonPredictor(PointData(c, s), s), x_T, s, steps=steps, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(out, c.expand_as(out), atol=1e-4)
 
 
@@ -58,7 +57,7 @@ def test_ddpm_is_deterministic_with_a_generator_and_reports_progress() -> None:
     model = lambda x, t: 0.1 * x  # noqa: E731
     x_T = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     seen = []
-    run = lambda seed, cb=None: get_sampler("ddpm")(Denoiser(model, s), x_T, s, generator=torch.Generator().manual_seed(seed), callback=cb)  # noqa: E731
+    run = lambda seed, cb=None: get_sampler("ddpm")(EpsilonPredictor(model, s), x_T, s, generator=torch.Generator().manual_seed(seed), callback=cb)  # noqa: E731
     a = run(5, seen.append)
     assert torch.equal(a, run(5))
     assert not torch.equal(a, run(6))
@@ -68,7 +67,7 @@ def test_ddpm_is_deterministic_with_a_generator_and_reports_progress() -> None:
 
 def test_ddpm_counts_network_evaluations() -> None:
     s = NoiseSchedule.from_name("linear", 40)
-    d = Denoiser(lambda x, t: torch.zeros_like(x), s)
+    d = EpsilonPredictor(lambda x, t: torch.zeros_like(x), s)
     get_sampler("ddpm")(d, torch.zeros(1, 1, 2, 2), s, steps=8, generator=torch.Generator())
     assert d.evaluations == 8
 
@@ -93,7 +92,7 @@ def test_the_builtin_samplers_are_registered() -> None:
 def test_every_sampler_keeps_the_shape(name) -> None:
     s = NoiseSchedule.from_name("cosine", 20)
     x_T = torch.randn(3, 2, 5, 4, generator=gen(0))
-    out = get_sampler(name)(Denoiser(lambda x, t: 0.1 * x, s), x_T, s, steps=6, generator=gen(1))
+    out = get_sampler(name)(EpsilonPredictor(lambda x, t: 0.1 * x, s), x_T, s, steps=6, generator=gen(1))
     assert out.shape == x_T.shape and out.dtype == x_T.dtype and torch.isfinite(out).all()
 
 
@@ -101,7 +100,7 @@ def test_every_sampler_keeps_the_shape(name) -> None:
 def test_every_sampler_is_deterministic_with_a_generator(name) -> None:
     s = NoiseSchedule.from_name("cosine", 30)
     x_T = torch.randn(2, 1, 4, 4, generator=gen(0))
-    run = lambda seed: get_sampler(name)(Denoiser(lambda x, t: 0.1 * x, s), x_T, s, steps=10, generator=gen(seed))  # noqa: E731
+    run = lambda seed: get_sampler(name)(EpsilonPredictor(lambda x, t: 0.1 * x, s), x_T, s, steps=10, generator=gen(seed))  # noqa: E731
     a = run(5)
     assert torch.equal(a, run(5))
     assert torch.equal(a, run(6)) == (name not in STOCHASTIC)  # deterministic samplers draw nothing
@@ -113,16 +112,16 @@ def test_every_sampler_lands_on_the_single_data_point(name, steps) -> None:
     s = NoiseSchedule.from_name("linear", 200)
     c = torch.linspace(-0.8, 0.8, 16).reshape(1, 1, 4, 4)
     x_T = torch.randn(8, 1, 4, 4, generator=gen(0))
-    out = get_sampler(name)(Denoiser(PointData(c, s), s), x_T, s, steps=steps, generator=gen(1))
+    out = get_sampler(name)(EpsilonPredictor(PointData(c, s), s), x_T, s, steps=steps, generator=gen(1))
     assert torch.allclose(out, c.expand_as(out), atol=1e-3)
 
 
 @pytest.mark.parametrize("name", BUILTIN)
-@pytest.mark.parametrize("num_steps", [60, 12])
-def test_every_sampler_makes_one_network_evaluation_per_step(name, num_steps) -> None:
-    s = NoiseSchedule.from_name("cosine", num_steps)  # a default above T is capped at T
-    for steps, expected in [(8, 8), (None, min(DEFAULT_STEPS[name] or num_steps, num_steps))]:
-        d = Denoiser(lambda x, t: torch.zeros_like(x), s)
+@pytest.mark.parametrize("num_timesteps", [60, 12])
+def test_every_sampler_makes_one_network_evaluation_per_step(name, num_timesteps) -> None:
+    s = NoiseSchedule.from_name("cosine", num_timesteps)  # a default above T is capped at T
+    for steps, expected in [(8, 8), (None, min(DEFAULT_STEPS[name] or num_timesteps, num_timesteps))]:
+        d = EpsilonPredictor(lambda x, t: torch.zeros_like(x), s)
         get_sampler(name)(d, torch.zeros(1, 1, 2, 2), s, steps=steps, generator=gen(0))
         assert d.evaluations == expected, (steps, d.evaluations)
 
@@ -132,7 +131,7 @@ def test_every_sampler_reports_each_step(name) -> None:
     s = NoiseSchedule.from_name("linear", 50)
     x_T = torch.randn(2, 1, 3, 3, generator=gen(0))
     seen = []
-    out = get_sampler(name)(Denoiser(lambda x, t: 0.1 * x, s), x_T, s, steps=7, generator=gen(1), callback=seen.append)
+    out = get_sampler(name)(EpsilonPredictor(lambda x, t: 0.1 * x, s), x_T, s, steps=7, generator=gen(1), callback=seen.append)
     assert [e["i"] for e in seen] == list(range(1, 8)) and {e["total"] for e in seen} == {7}
     assert [e["t"] for e in seen] == respaced_timesteps(50, 7).flip(0).tolist()  # from T-1 down to 0
     assert all(e["x"].shape == e["x0"].shape == x_T.shape for e in seen)
@@ -142,7 +141,7 @@ def test_every_sampler_reports_each_step(name) -> None:
 def test_unknown_options_are_a_type_error() -> None:
     s = NoiseSchedule.from_name("cosine", 10)
     with pytest.raises(TypeError):
-        get_sampler("dpm++")(Denoiser(lambda x, t: x, s), torch.zeros(1, 1, 2, 2), s, eta=0.5)
+        get_sampler("dpm++")(EpsilonPredictor(lambda x, t: x, s), torch.zeros(1, 1, 2, 2), s, eta=0.5)
 
 
 # -- ddim -------------------------------------------------------------------------
@@ -152,7 +151,7 @@ def test_unknown_options_are_a_type_error() -> None:
 def test_ddim_eta_must_be_between_0_and_1(eta) -> None:
     s = NoiseSchedule.from_name("cosine", 10)
     with pytest.raises(TinyDiffError, match="eta must be between 0"):
-        get_sampler("ddim")(Denoiser(lambda x, t: x, s), torch.zeros(1, 1, 2, 2), s, eta=eta)
+        get_sampler("ddim")(EpsilonPredictor(lambda x, t: x, s), torch.zeros(1, 1, 2, 2), s, eta=eta)
 
 
 @pytest.mark.parametrize("steps", [None, 9])
@@ -161,8 +160,8 @@ def test_ddim_with_eta_1_is_ddpm_step_for_step(steps) -> None:
     s = NoiseSchedule.from_name("cosine", 40)
     x_T = torch.randn(4, 1, 3, 3, generator=gen(0))
     model = lambda x, t: 0.5 * x + 0.1 * t.view(-1, 1, 1, 1)  # noqa: E731  not optimal, and x_0 gets clipped
-    ddpm = get_sampler("ddpm")(Denoiser(model, s), x_T, s, steps=steps, generator=gen(1))
-    ddim = get_sampler("ddim")(Denoiser(model, s), x_T, s, steps=steps or 40, generator=gen(1), eta=1.0)
+    ddpm = get_sampler("ddpm")(EpsilonPredictor(model, s), x_T, s, steps=steps, generator=gen(1))
+    ddim = get_sampler("ddim")(EpsilonPredictor(model, s), x_T, s, steps=steps or 40, generator=gen(1), eta=1.0)
     assert torch.allclose(ddim, ddpm, atol=1e-5)
 
 
@@ -181,7 +180,7 @@ def test_ddim_with_eta_1_and_ddpm_sample_gaussian_data_alike() -> None:
     for seed, (key, (name, steps, options)) in enumerate(runs.items()):
         g = gen(10 + seed)  # different noise for each: a test of distributions, not of identical draws
         x_T = torch.randn(1, 1, 40, n // 40, generator=g)  # n independent pixels
-        x0 = get_sampler(name)(Denoiser(GaussianData(MU, STD, s), s), x_T, s, steps=steps, generator=g, **options)
+        x0 = get_sampler(name)(EpsilonPredictor(GaussianData(MU, STD, s), s), x_T, s, steps=steps, generator=g, **options)
         out[key] = x0.flatten().double()
     for key, x in out.items():
         assert abs(x.mean().item() - MU) < 4 * se_mean, (key, x.mean().item())
@@ -207,7 +206,7 @@ def test_dpm_solver_converges_to_the_ode_solution_faster_than_ddim(schedule) -> 
     s = NoiseSchedule.from_name(schedule, 100)
     x_T = torch.linspace(-2.5, 2.5, 41).reshape(-1, 1, 1, 1)
     target = gaussian_flow(x_T, s)
-    error = lambda name, steps: (get_sampler(name)(Denoiser(GaussianData(MU, STD, s), s), x_T, s, steps=steps) - target).abs().max().item()  # noqa: E731
+    error = lambda name, steps: (get_sampler(name)(EpsilonPredictor(GaussianData(MU, STD, s), s), x_T, s, steps=steps) - target).abs().max().item()  # noqa: E731
     dpm = [error("dpm++", steps) for steps in (10, 20, 50)]
     ddim = [error("ddim", steps) for steps in (10, 20, 50)]
     assert dpm == sorted(dpm, reverse=True) and ddim == sorted(ddim, reverse=True)  # both converge
@@ -218,19 +217,25 @@ def test_dpm_solver_converges_to_the_ode_solution_faster_than_ddim(schedule) -> 
 
 def test_the_default_sampler_is_the_measured_one_with_its_own_steps() -> None:
     from tinydiff.checkpoint import ModelFolderConfig
-    from tinydiff.config import DEFAULT_SAMPLER, ModelConfig, ScheduleConfig, sampling_defaults
+    from tinydiff.config import ModelConfig, SamplingOptions, ScheduleConfig
     from tinydiff.nn.unet import UNet
     from tinydiff.pipeline import Pipeline
 
-    assert sampling_defaults(None, None) == (DEFAULT_SAMPLER, None) and DEFAULT_SAMPLER in registry("sampler").names()
-    assert sampling_defaults(None, 7) == (DEFAULT_SAMPLER, 7) and sampling_defaults("ddim", None) == ("ddim", None)
+    DEFAULT_SAMPLER = SamplingOptions().sampler
+    assert DEFAULT_SAMPLER == "dpm++" and DEFAULT_SAMPLER in registry("sampler").names()
     cfg = ModelConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[], groups=4)
     torch.manual_seed(0)
     model = UNet(cfg)
     for p in model.parameters():  # zero-initialised output layers would make every sampler agree
         torch.nn.init.normal_(p, std=0.05)
-    pipe = Pipeline(ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_steps=100)), model.eval())
+    pipe = Pipeline(ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_timesteps=100)), model.eval())
     calls = []
     default = pipe.sample(2, seed=3, callback=calls.append)
     assert torch.equal(default, pipe.sample(2, seed=3, sampler=DEFAULT_SAMPLER))
     assert len(calls) == 10 and not torch.equal(default, pipe.sample(2, seed=3, sampler="ddim", steps=10))
+    assert pipe.options().steps is None and pipe.options(steps=7).sampler == DEFAULT_SAMPLER
+    assert pipe.options(sampler="ddim").steps is None and pipe.options(guidance_interval="all").guidance_interval is None
+    with pytest.raises(TinyDiffError, match="101 sampler steps asked for, but this model has 100 diffusion timesteps"):
+        pipe.sample(1, steps=101)
+    with pytest.raises(TinyDiffError, match="unknown sampler 'dpm'"):
+        pipe.options(sampler="dpm")

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tinydiff.checkpoint import ModelFolderConfig, load_model_folder, save_model_folder
 from tinydiff.config import ModelConfig, ScheduleConfig, TextConfig, resolve_config
-from tinydiff.diffusion import Denoiser
+from tinydiff.diffusion import EpsilonPredictor
 from tinydiff.errors import TinyDiffError
 from tinydiff.nn.unet import UNet
 from tinydiff.schedules import NoiseSchedule
@@ -52,10 +52,10 @@ def test_guidance_one_is_the_conditional_prediction_and_cfg_is_batched() -> None
     x, t = torch.randn(3, 1, 28, 28), torch.tensor([5, 50, 95])
     with torch.no_grad():
         cond, uncond = model.encode_text(["a 7", "a 3", "a 1"]), model.encode_text([""] * 3)
-        plain = Denoiser(model, s, context=cond)(x, t)
-        assert torch.equal(Denoiser(model, s, context=cond, uncond_context=uncond, guidance=1.0)(x, t), plain)
-        eps_u = Denoiser(model, s, context=uncond)(x, t)
-        counting = Denoiser(model, s, context=cond, uncond_context=uncond, guidance=4.0)
+        plain = EpsilonPredictor(model, s, context=cond)(x, t)
+        assert torch.equal(EpsilonPredictor(model, s, context=cond, uncond_context=uncond, guidance=1.0)(x, t), plain)
+        eps_u = EpsilonPredictor(model, s, context=uncond)(x, t)
+        counting = EpsilonPredictor(model, s, context=cond, uncond_context=uncond, guidance=4.0)
         guided = counting(x, t)
     assert torch.allclose(guided, eps_u + 4.0 * (plain - eps_u), atol=1e-4)
     assert counting.evaluations == 1, "conditional and unconditional predictions share one forward pass"
@@ -71,9 +71,9 @@ def test_guidance_interval_guides_only_the_noise_levels_inside_it() -> None:
         cond, uncond = model.encode_text(["a 7", "a 3", "a 1"]), model.encode_text([""] * 3)
         for steps in ([10, 10, 10], [40, 40, 40], [90, 90, 90], [10, 40, 90]):
             t = torch.tensor(steps)
-            plain = Denoiser(model, s, context=cond)(x, t)
-            everywhere = Denoiser(model, s, context=cond, uncond_context=uncond, guidance=3.0)(x, t)
-            limited = Denoiser(model, s, context=cond, uncond_context=uncond, guidance=3.0, guidance_interval=(lo, hi))
+            plain = EpsilonPredictor(model, s, context=cond)(x, t)
+            everywhere = EpsilonPredictor(model, s, context=cond, uncond_context=uncond, guidance=3.0)(x, t)
+            limited = EpsilonPredictor(model, s, context=cond, uncond_context=uncond, guidance=3.0, guidance_interval=(lo, hi))
             out = limited(x, t)
             for i, step in enumerate(steps):
                 expected = everywhere[i] if 20 < step <= 60 else plain[i]
@@ -83,10 +83,10 @@ def test_guidance_interval_guides_only_the_noise_levels_inside_it() -> None:
 
 
 def test_guidance_interval_parsing() -> None:
-    from tinydiff.config import DEFAULT_GUIDANCE_INTERVAL, parse_guidance_interval
+    from tinydiff.config import SamplingOptions, parse_guidance_interval
 
-    assert parse_guidance_interval(None) == DEFAULT_GUIDANCE_INTERVAL == (0.28, 5.42)
-    assert parse_guidance_interval("all") is None and parse_guidance_interval(" ALL ") is None
+    assert parse_guidance_interval(None) is None and SamplingOptions().guidance_interval == (0.28, 5.42)
+    assert parse_guidance_interval("all") == "all" and parse_guidance_interval(" ALL ") == "all"
     assert parse_guidance_interval("0.5,3") == (0.5, 3.0)
     assert parse_guidance_interval("0,inf") == (0.0, float("inf"))
     for bad in ("", "1", "1,2,3", "a,b", "3,1", "-1,2", "nan,2", "1,1"):
@@ -96,7 +96,7 @@ def test_guidance_interval_parsing() -> None:
 
 def test_text_model_folder_round_trip_with_vocab(tmp_path) -> None:
     model = randomised(UNet(TEXT_MODEL))
-    cfg = ModelFolderConfig(model=TEXT_MODEL, schedule=ScheduleConfig(num_steps=50))
+    cfg = ModelFolderConfig(model=TEXT_MODEL, schedule=ScheduleConfig(num_timesteps=50))
     save_model_folder(tmp_path / "m", cfg, model.state_dict(), model.text_encoder.tokenizer)
     vocab = json.loads((tmp_path / "m" / "vocab.json").read_text())
     assert {"seven", "7", "bold", "leaning", "right"} <= set(vocab["tokens"])
@@ -213,7 +213,7 @@ def test_prompts_file_gives_num_images_per_prompt_one_row_each(text_run, tmp_pat
 
 def test_a_prompt_to_an_unconditional_model_is_an_error(tmp_path) -> None:
     cfg = ModelConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[], groups=4)
-    save_model_folder(tmp_path / "u", ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_steps=50)), UNet(cfg).state_dict())
+    save_model_folder(tmp_path / "u", ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_timesteps=50)), UNet(cfg).state_dict())
     result = runner.invoke(app_(), ["sample", "a seven", "--model", str(tmp_path / "u"), "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "unconditional" in result.stderr and not (tmp_path / "x.png").exists()
 
@@ -254,7 +254,7 @@ def test_eval_json_schema_for_a_text_model(text_run) -> None:
 
 def test_eval_of_an_unconditional_model_reports_fd_and_histogram_only(tmp_path) -> None:
     cfg = ModelConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[], groups=4)
-    save_model_folder(tmp_path / "u", ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_steps=50)), UNet(cfg).state_dict())
+    save_model_folder(tmp_path / "u", ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_timesteps=50)), UNet(cfg).state_dict())
     result = runner.invoke(app_(), ["eval", "--model", str(tmp_path / "u"), "--num-per-digit", "2", "--sampler", "ddim",
                                     "--steps", "2", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -281,7 +281,7 @@ def test_eval_style_reports_ink_and_slant_of_paired_style_prompts(text_run) -> N
 
 def test_eval_style_of_an_unconditional_model_is_one_line_error(tmp_path) -> None:
     cfg = ModelConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[], groups=4)
-    save_model_folder(tmp_path / "u", ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_steps=50)), UNet(cfg).state_dict())
+    save_model_folder(tmp_path / "u", ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_timesteps=50)), UNet(cfg).state_dict())
     result = runner.invoke(app_(), ["eval", "--model", str(tmp_path / "u"), "--style"])
     assert result.exit_code == 1 and "--style needs a text model" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

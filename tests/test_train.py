@@ -13,12 +13,13 @@ from tinydiff.train import learning_rate, train
 
 
 def test_loss_falls_clearly_on_mnist(tmp_path, tiny_config, data_dir) -> None:
-    config = tiny_config(steps=300, batch_size=32, log_every=25, sample_every=300, checkpoint_every=300, lr=2e-3)
+    config = tiny_config(steps=100, batch_size=16, log_every=10, sample_every=100, checkpoint_every=100, lr=2e-3)
+    config.model = config.model.model_copy(update={"attention_resolutions": []})  # the convolutions learn first; fast
     result = train(config, tmp_path / "run")
     losses = [m["loss"] for m in read_metrics(tmp_path / "run")]
-    assert len(losses) == 12
+    assert len(losses) == 10
     assert losses[0] > 0.3, "an untrained epsilon-predictor is far off"
-    assert losses[-1] < 0.5 * losses[0], f"loss did not fall clearly: {losses}"
+    assert losses[-1] < 0.3 * losses[0], f"loss did not fall clearly: {losses}"
     assert result.loss == losses[-1]
 
 
@@ -148,40 +149,3 @@ def test_channels_last_trains_the_same_model(tmp_path, tiny_config, data_dir) ->
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     for p, q in zip(plain.ema.parameters(), nhwc.ema.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
-
-
-def test_scale_augmentation_makes_size_words_true_and_is_deterministic(tmp_path, tiny_config, data_dir) -> None:
-    import re
-
-    from tinydiff.captions import measure_style
-    from tinydiff.config import TextConfig
-    from tinydiff.train import Trainer
-
-    def trainer(share: float) -> Trainer:
-        config = tiny_config(batch_size=64, scale_augment=share)
-        config.model = config.model.model_copy(update={"text": TextConfig(dim=32, layers=1, heads=2), "cross_attention_resolutions": [14]})
-        return Trainer(config, tmp_path / f"r{share}")
-
-    def sizes(t: Trainer, steps: int = 3) -> tuple[list[str], list[float]]:
-        words, extents = [], []
-        for step in range(steps):
-            t.step = step
-            images, captions, _, _ = t.draw_batch()
-            m = measure_style(images)
-            for caption, h, w in zip(captions, m["height"].tolist(), m["width"].tolist()):
-                size = re.findall(r"\b(small|little|large|big)\b", caption.lower())
-                if size:
-                    words.append(size[0])
-                    extents.append(max(h, w))
-        return words, extents
-
-    plain_words, _ = sizes(trainer(0.0))
-    assert plain_words == [], "raw MNIST digits are never small or large"
-    words, extents = sizes(trainer(1.0))
-    small = [e for w, e in zip(words, extents) if w in ("small", "little")]
-    large = [e for w, e in zip(words, extents) if w in ("large", "big")]
-    assert small and large, words
-    assert max(small) <= 15 and min(large) >= 23  # each size word is true of its image
-    a, b = trainer(1.0), trainer(1.0)
-    for x, y in zip(a.draw_batch(), b.draw_batch()):  # seeded by the run and the step: resume draws the same
-        assert x == y if isinstance(x, list) else torch.equal(x, y)

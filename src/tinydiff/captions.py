@@ -13,11 +13,11 @@ Thresholds come from the MNIST training set: ``python benchmarks/style_threshold
 from __future__ import annotations
 
 import random
-import re
 
 import torch
 
 from .errors import TinyDiffError
+from .nn.text import normalize
 
 StyleWords = tuple[str | None, str | None, str | None]  # (thickness, slant, size); None: say nothing
 
@@ -41,7 +41,6 @@ SIZE_WORDS: tuple[str | None, ...] = (None, "small", "large")
 STYLE_ATTRIBUTES = ("thickness", "slant", "size")
 STYLE_WORD_TABLES = (THICKNESS_WORDS, SLANT_WORDS, SIZE_WORDS)
 
-_WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, as the tokenizer splits (tinydiff.nn.text)
 
 
 def measure_style(images: torch.Tensor, *, chunk: int = 4096) -> dict[str, torch.Tensor]:
@@ -192,7 +191,7 @@ class CaptionGenerator:
         article = _choose(rng, (("a", 0.5), ("the", 0.25), ("", 0.25)))
         if article or framed:
             if article != "the":
-                article = "an" if _WORD.findall(phrase)[0] in AN_WORDS else "a"
+                article = "an" if normalize(phrase)[0] in AN_WORDS else "a"
             phrase = f"{article} {phrase}"
         if framed:
             phrase = f"{rng.choice(FRAMES)} {phrase}"
@@ -228,54 +227,4 @@ def vocabulary() -> list[str]:
     """Every lowercase word a caption can contain, sorted: the vocabulary a tokenizer is built from."""
     phrases = [*DIGIT_WORDS, *(str(d) for d in range(10)), *NOUNS, *DESCRIPTIONS, *FRAMES, "a", "an", "the"]
     phrases += [form for pre, post in STYLE_FORMS.values() for form in (*pre, *post)]
-    return sorted({word for phrase in phrases for word in _WORD.findall(phrase.lower())})
-
-
-# -- reading prompts -----------------------------------------------------------------------------
-
-_DIGIT_OF_WORD = {word: d for d, word in enumerate(DIGIT_WORDS)}
-_STYLE_PHRASES = sorted(
-    ((tuple(_WORD.findall(form)), word) for word, (pre, post) in STYLE_FORMS.items() for form in (*pre, *post)),
-    key=lambda item: -len(item[0]),
-)  # longest first, so "leaning to the left" wins over any shorter phrase inside it
-
-
-def digits_in_prompt(prompt: str) -> set[int]:
-    """Digits a prompt names: digit words and numerals, any case, plurals too ("sevens", "7s").
-
-    A numeral of several digits names each of them ("12" -> {1, 2}), since the model draws one
-    digit. "one" always counts as 1 ("a thin one" -> {1}).
-    """
-    digits: set[int] = set()
-    for token in _WORD.findall(prompt.lower()):
-        for stem in (token, token[:-1] if token.endswith("s") else "", token[:-2] if token.endswith("es") else ""):
-            if stem in _DIGIT_OF_WORD:
-                digits.add(_DIGIT_OF_WORD[stem])
-                break
-            if stem.isascii() and stem.isdigit():
-                digits.update(int(c) for c in stem)
-                break
-    return digits
-
-
-def style_in_prompt(prompt: str) -> dict[str, str | None]:
-    """The style word a prompt asks for per attribute (thickness, slant, size), None where it names none.
-
-    Phrases are those captions use ("thick" and "with bold strokes" -> "bold"); negation is not
-    understood. A prompt naming two words of one attribute ("thin and bold") is a TinyDiffError.
-    """
-    tokens = _WORD.findall(prompt.lower())
-    found: dict[str, str | None] = dict.fromkeys(STYLE_ATTRIBUTES)
-    i = 0
-    while i < len(tokens):
-        for phrase, word in _STYLE_PHRASES:
-            if tuple(tokens[i : i + len(phrase)]) == phrase:
-                attribute = next(a for a, table in zip(STYLE_ATTRIBUTES, STYLE_WORD_TABLES) if word in table)
-                if found[attribute] not in (None, word):
-                    raise TinyDiffError(f"the prompt asks for both {found[attribute]!r} and {word!r}; keep one")
-                found[attribute] = word
-                i += len(phrase)
-                break
-        else:
-            i += 1
-    return found
+    return sorted({word for phrase in phrases for word in normalize(phrase)})

@@ -1,18 +1,18 @@
-"""Model folders and training state, saved with safetensors and written atomically.
+"""Model folders and training state: the one place that knows their format.
 
-A model folder is ``config.json`` (validated before any tensor is built) plus
-``model.safetensors`` (the EMA weights). A run's checkpoint is a model folder
-with a ``training_state.safetensors`` beside it: raw weights, optimizer, step
-and every RNG state, enough to resume exactly. Nothing is ever unpickled.
+A model folder is ``config.json`` (validated before any tensor is built), ``model.safetensors``
+(the EMA weights) and, for text models, ``vocab.json``. A run's checkpoint is a model folder
+with a ``training_state.safetensors`` beside it: raw weights, optimizer state and whatever
+else the trainer needs to continue exactly (data order, RNG states, step). Folders are written
+whole or not at all (:mod:`tinydiff.files`); nothing is ever unpickled.
+
+Format 2 names the UNet's parts (``downs.0.blocks.1.res``); format 1 folders, whose UNet
+was unnamed lists (``down.1.0``), load with their keys renamed.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from . import __version__
 from .config import DiffusionConfig, ModelConfig, ScheduleConfig, format_validation_error
 from .errors import TinyDiffError
-from .images import current_umask
+from .files import json_bytes, parse_step_name, step_name, write_folder_atomic
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
 VOCAB_FILE = "vocab.json"  # the tokenizer's vocabulary, for text models
-FORMAT = 1
-_STEP_DIR = re.compile(r"^step-(\d+)$")
+FORMAT = 2  # 1: the UNet's parts were unnamed lists
+STATE_FORMAT = 1
 
 
 class ModelFolderConfig(BaseModel):
@@ -45,61 +45,23 @@ class ModelFolderConfig(BaseModel):
     evaluation: dict[str, Any] = Field(default_factory=dict)  # `tinydiff eval` figures, for people (bundled models)
 
 
-def step_dir_name(step: int) -> str:
-    return f"step-{step:06d}"
-
-
 # -- writing ------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_folder_atomic(target: Path, files: dict[str, bytes]) -> None:
-    """Write files into a temporary sibling folder, fsync them, then rename it to ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
-    try:
-        for name, data in files.items():
-            with open(tmp / name, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; others may read a model folder
-        if target.exists():
-            old = target.with_name(f".old-{target.name}-{os.getpid()}")
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
-        _fsync_dir(target.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def _tensors(weights: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.detach().contiguous().cpu() for k, v in weights.items()}
 
 
 def model_folder_files(config: ModelFolderConfig, weights: dict[str, Any], tokenizer: Any = None) -> dict[str, bytes]:
     """The bytes of ``config.json``, ``model.safetensors`` and, for text models, ``vocab.json``."""
     from safetensors.torch import save
 
-    tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
-    extra = {VOCAB_FILE: (json.dumps(tokenizer.to_json(), indent=2) + "\n").encode()} if tokenizer is not None else {}
+    config = config.model_copy(update={"format": FORMAT})
+    extra = {VOCAB_FILE: json_bytes(tokenizer.to_json())} if tokenizer is not None else {}
     return extra | {
-        CONFIG_FILE: (json.dumps(config.model_dump(mode="json"), indent=2) + "\n").encode(),
+        CONFIG_FILE: json_bytes(config.model_dump(mode="json")),
         # one metadata key: safetensors writes several in arbitrary order, and files must be byte-reproducible
-        WEIGHTS_FILE: save(tensors, metadata={"format": "pt"}),
+        WEIGHTS_FILE: save(_tensors(weights), metadata={"format": "pt"}),
     }
 
 
@@ -110,20 +72,64 @@ def save_model_folder(path: str | Path, config: ModelFolderConfig, weights: dict
     return path
 
 
+def save_checkpoint(
+    folder: Path,
+    config: ModelFolderConfig,
+    *,
+    ema: Any,
+    model: Any,
+    optimizer: Any,
+    state: dict[str, Any],
+    device_type: str,
+) -> None:
+    """A resumable checkpoint: the model folder of the EMA weights plus ``training_state.safetensors``.
+
+    The training state holds the raw weights (``model/<name>``), the optimizer's per-parameter
+    tensors (``optim/<index>/<name>``) and the trainer's own ``state`` tensors (data order, RNG
+    states, step), with the optimizer's hyper-parameters and the device type as JSON metadata.
+    """
+    from safetensors.torch import save
+
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for index, per_param in opt["state"].items():
+        for key, value in per_param.items():
+            tensors[f"optim/{index}/{key}"] = value if hasattr(value, "shape") else _as_tensor(value)
+    tensors.update(state)
+    # one metadata key, so the file is byte-reproducible (safetensors orders several keys arbitrarily)
+    meta = {"tinydiff": json.dumps({"format": STATE_FORMAT, "device_type": device_type, "param_groups": opt["param_groups"]})}
+    tokenizer = getattr(getattr(model, "text_encoder", None), "tokenizer", None)
+    files = model_folder_files(config, ema.state_dict(), tokenizer)
+    files[STATE_FILE] = save(_tensors(tensors), metadata=meta)
+    write_folder_atomic(folder, files)
+
+
+def _as_tensor(value: Any) -> Any:
+    import torch
+
+    return torch.tensor(value)
+
+
 # -- reading ------------------------------------------------------------------
+
+
+def read_json_object(path: Path, *, missing: str) -> dict[str, Any]:
+    """A model folder's JSON file as a dict; ``missing`` is the message when the file is absent."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TinyDiffError(missing) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TinyDiffError(f"{path} is not valid JSON ({exc}); the model folder is corrupted") from None
+    if not isinstance(raw, dict):
+        raise TinyDiffError(f"{path} must hold a JSON object; the model folder is corrupted")
+    return raw
 
 
 def read_model_config(folder: str | Path) -> ModelFolderConfig:
     """Parse and validate ``config.json`` of a model folder."""
     path = Path(folder) / CONFIG_FILE
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TinyDiffError(f"{folder} has no {CONFIG_FILE}; it is not a model folder") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TinyDiffError(f"{path} is not valid JSON ({exc}); the model folder is corrupted") from None
-    if not isinstance(raw, dict):
-        raise TinyDiffError(f"{path} must hold a JSON object; the model folder is corrupted")
+    raw = read_json_object(path, missing=f"{folder} has no {CONFIG_FILE}; it is not a model folder")
     try:
         return ModelFolderConfig.model_validate(raw)
     except ValidationError as exc:
@@ -166,17 +172,59 @@ def load_model_folder(folder: str | Path, *, device: Any = "cpu") -> tuple[Model
 
     folder = Path(folder)
     config = read_model_config(folder)
-    tokenizer = None
-    if config.model.text is not None:
-        from .nn.text import Tokenizer
-
-        tokenizer = Tokenizer.load(folder / VOCAB_FILE)
-    model = UNet(config.model, tokenizer=tokenizer)
-    expected = model.state_dict()
-    tensors = read_safetensors(folder / WEIGHTS_FILE)
-    check_tensors(tensors, expected, folder / WEIGHTS_FILE)
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+    model = UNet(config.model, tokenizer=read_tokenizer(folder) if config.model.text is not None else None)
+    load_weights(model, read_safetensors(folder / WEIGHTS_FILE), config, folder / WEIGHTS_FILE)
     return config, model.to(device).eval()
+
+
+def read_tokenizer(folder: Path) -> Any:
+    """The tokenizer saved in a text model folder's ``vocab.json``."""
+    from .nn.text import Tokenizer
+
+    path = folder / VOCAB_FILE
+    data = read_json_object(path, missing=f"{path} is missing; a text model folder needs its {VOCAB_FILE}")
+    return Tokenizer.from_json(data, source=str(path))
+
+
+def load_weights(model: Any, tensors: dict[str, Any], config: ModelFolderConfig, where: Path) -> None:
+    """Check saved UNet weights against the network (names, shapes) and load them, renaming format-1 keys."""
+    if config.format == 1:
+        from .nn.unet import upgrade_state_dict
+
+        tensors = upgrade_state_dict(tensors, config.model)
+    expected = model.state_dict()
+    check_tensors(tensors, expected, where)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+
+
+def load_checkpoint(folder: Path, *, ema: Any, model: Any, optimizer: Any, device_type: str) -> dict[str, Any]:
+    """Restore the EMA and raw weights and the optimizer from a checkpoint saved by :func:`save_checkpoint`;
+    returns the trainer's own state tensors. Any mismatch with this config is a ``TinyDiffError``."""
+    from safetensors import safe_open
+
+    config = read_model_config(folder)
+    load_weights(ema, read_safetensors(folder / WEIGHTS_FILE), config, folder / WEIGHTS_FILE)
+    state = read_safetensors(folder / STATE_FILE)
+    try:
+        with safe_open(str(folder / STATE_FILE), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["tinydiff"])
+        saved_device = meta.get("device_type", "cpu")
+        if saved_device != device_type:
+            raise TinyDiffError(
+                f"this run trained on {saved_device}; resume it with --device {saved_device} "
+                "(its random-number state belongs to that device)"
+            )
+        raw = {k[len("model/"):]: v for k, v in state.items() if k.startswith("model/")}
+        load_weights(model, raw, config, folder / STATE_FILE)
+        per_param: dict[int, dict[str, Any]] = {}
+        for key, value in state.items():
+            if key.startswith("optim/"):
+                _, index, name = key.split("/", 2)
+                per_param.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise TinyDiffError(f"cannot resume from {folder}: {str(exc).splitlines()[0]}; it does not match this config") from None
+    return {k: v for k, v in state.items() if not k.startswith(("model/", "optim/"))}
 
 
 # -- finding models -------------------------------------------------------------
@@ -193,10 +241,15 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
         return []
     found = []
     for child in ckpt_dir.iterdir():
-        m = _STEP_DIR.match(child.name)
-        if m and child.is_dir() and is_model_folder(child):
-            found.append((int(m.group(1)), child))
+        step = parse_step_name(child.name)
+        if step is not None and child.is_dir() and is_model_folder(child):
+            found.append((step, child))
     return sorted(found)
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where a run keeps its checkpoint of ``step``: ``checkpoints/step-NNNNNN``."""
+    return Path(run_dir) / "checkpoints" / step_name(step)
 
 
 def bundled_models() -> dict[str, Path]:

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import TinyDiffError
 
@@ -72,7 +72,8 @@ class ScheduleConfig(_Strict):
     """The forward process: which betas, over how many steps."""
 
     name: str = "linear"  # registry name; linear as in Ho et al. (2020), cosine is the usual upgrade
-    num_steps: int = Field(1000, gt=0)  # T, as in Ho et al. (2020)
+    # T, the diffusion timesteps, as in Ho et al. (2020); "num_steps" is read too (model folders of format 1)
+    num_timesteps: int = Field(1000, gt=0, le=100_000, validation_alias=AliasChoices("num_timesteps", "num_steps"))
     options: dict[str, float] = Field(default_factory=dict)  # keyword arguments of the schedule function
 
 
@@ -103,11 +104,14 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(1000, gt=0)  # steps between checkpoints
     keep_checkpoints: int | None = Field(None, ge=1)  # keep only the newest K checkpoints (None: keep all)
     sample_num: int = Field(16, gt=0, le=256)  # images per snapshot, always the same seeds
-    sample_steps: int | None = Field(100, gt=0)  # sampler steps for snapshots (None: all T)
+    # snapshots are drawn as `tinydiff sample` draws (None: its default sampler, steps and guidance)
+    sample_sampler: str | None = None
+    sample_steps: int | None = Field(None, gt=0)
+    sample_guidance: float | None = Field(None, ge=0, allow_inf_nan=False)
     eval_every: int | None = Field(None, gt=0)  # steps between `tinydiff eval` figures in metrics.jsonl (None: off)
     eval_num_per_digit: int = Field(10, ge=2)  # small: a quick trend, not the final figure
-    eval_sampler: str = "ddim"  # a few-step sampler keeps evaluation cheap
-    eval_steps: int | None = Field(20, gt=0)
+    eval_sampler: str | None = None  # None: `tinydiff eval`'s default sampler, few steps and cheap
+    eval_steps: int | None = Field(None, gt=0)
     max_minutes: float | None = Field(None, gt=0)  # stop (with a checkpoint) after this much training time
     scale_augment: float = Field(0.0, ge=0, le=1)  # share of images rescaled by 0.6-1.3x, so "small"/"large" occur
     channels_last: bool = False  # NHWC memory layout for the convolutions (docs/performance.md)
@@ -124,29 +128,41 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
-# The default sampler, chosen by measurement (docs/performance.md#sampler-and-steps); its own
-# default step count (``tinydiff.samplers``) applies unless --steps is given.
-DEFAULT_SAMPLER = "dpm++"
+class SamplingOptions(_Strict):
+    """How a model is sampled. The defaults are TinyDiff's measured choices; ``Pipeline`` alone resolves them."""
+
+    # DPM-Solver++(2M) (Lu et al. 2022): as good at 10 steps as 1000-step DDPM on the bundled model,
+    # in a hundredth of the network evaluations (docs/performance.md#sampler-and-steps)
+    sampler: str = "dpm++"
+    steps: int | None = Field(None, gt=0)  # sampler steps; None: the sampler's own (ddpm all T, ddim 50, dpm++ 10)
+    # Classifier-free guidance weight (Ho & Salimans 2022), 1 for none. Measured on the bundled model
+    # (docs/text-to-image.md#classifier-free-guidance): 1.5 kept prompt accuracy at 99.5% with MNIST-FD
+    # near the real-data floor; 3.0 reached 100% at 3.5x the floor (more guidance, less variety).
+    guidance: float = Field(1.5, ge=0, allow_inf_nan=False)
+    # Guidance only at noise levels sigma = sqrt((1 - alpha_bar) / alpha_bar) in (lo, hi], the interval of
+    # Kynkaanniemi et al. (2024): lower MNIST-FD than guiding every step, and a quarter less sampling time,
+    # as the other steps run one forward pass instead of two (docs/text-to-image.md). None: every step.
+    guidance_interval: tuple[float, float] | None = (0.28, 5.42)
+
+    @field_validator("guidance_interval")
+    @classmethod
+    def _ordered(cls, interval: tuple[float, float] | None) -> tuple[float, float] | None:
+        if interval is not None and not 0.0 <= interval[0] < interval[1]:  # also false for NaN
+            raise ValueError("the guidance interval needs 0 <= lo < hi")
+        return interval
+
+    def merged(self, **given: Any) -> "SamplingOptions":
+        """These options with the ``given`` ones that are not None put in; ``guidance_interval="all"`` is every step."""
+        update = {k: v for k, v in given.items() if v is not None}
+        if update.get("guidance_interval") == "all":
+            update["guidance_interval"] = None
+        return SamplingOptions.model_validate(self.model_dump() | update)
 
 
-def sampling_defaults(sampler: str | None, steps: int | None) -> tuple[str, int | None]:
-    """(sampler, steps) with the default sampler filled in; steps None means the sampler's own default."""
-    return (sampler if sampler is not None else DEFAULT_SAMPLER), steps
-
-
-# Classifier-free guidance only where it helps: at noise levels sigma = sqrt((1 - alpha_bar) / alpha_bar)
-# in (0.28, 5.42], the interval of Kynkaanniemi et al. (2024). Measured on the bundled model
-# (docs/text-to-image.md#guidance-in-a-limited-interval): lower MNIST-FD than guiding every step, and
-# about a quarter less sampling time, as the skipped steps run one forward pass instead of two.
-DEFAULT_GUIDANCE_INTERVAL: tuple[float, float] = (0.28, 5.42)
-
-
-def parse_guidance_interval(text: str | None) -> tuple[float, float] | None:
-    """``--guidance-interval``: "LO,HI" (sigma bounds), "all" for every step; None: the default interval."""
-    if text is None:
-        return DEFAULT_GUIDANCE_INTERVAL
-    if text.strip().lower() == "all":
-        return None
+def parse_guidance_interval(text: str | None) -> tuple[float, float] | str | None:
+    """``--guidance-interval``: "LO,HI" (sigma bounds) or "all" (every step); None when not given."""
+    if text is None or text.strip().lower() == "all":
+        return None if text is None else "all"
     parts = text.split(",")
     try:
         lo, hi = (float(p) for p in parts)
@@ -157,16 +173,6 @@ def parse_guidance_interval(text: str | None) -> tuple[float, float] | None:
     if not (0.0 <= lo < hi) or lo != lo or hi != hi:
         raise TinyDiffError(f"--guidance-interval needs 0 <= LO < HI, got {text!r}")
     return lo, hi
-
-
-class SampleConfig(_Strict):
-    """How ``tinydiff sample`` draws images."""
-
-    num: int = Field(16, gt=0, le=4096)
-    sampler: str = DEFAULT_SAMPLER
-    steps: int | None = Field(None, gt=0)  # None: the sampler's own default (all T for ddpm, 20 for dpm++)
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
 
 # -- presets and TOML -----------------------------------------------------------

@@ -1,8 +1,12 @@
-"""MNIST from its original IDX files, held in memory as one uint8 tensor.
+"""MNIST from its original IDX files, held in memory as one uint8 tensor, and the batches training draws.
 
 The data folder is ``--data-dir``, else ``TINYDIFF_DATA_DIR``, else a user cache
 folder. It holds ``MNIST/raw/*.gz`` (torchvision's layout), or the four ``.gz``
 files directly. Missing files are downloaded from torchvision's mirrors.
+
+:class:`TrainingData` draws each step's images and, for text models, a fresh true
+caption for each; everything it draws is seeded by the run, so a resumed run draws
+exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -10,10 +14,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import random
 import struct
-import tempfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -121,33 +126,44 @@ def mirrors() -> list[str]:
 
 
 def download_mnist(root: Path) -> Path:
-    """Fetch the four files into ``root/MNIST/raw``, each checked by md5 and written atomically."""
+    """Fetch the four files into ``root/MNIST/raw``, each checked by md5 and written atomically.
+
+    When no mirror answers, the folders this call created are removed again: a failed
+    download leaves the data folder as it found it.
+    """
     import urllib.request
 
+    from .files import write_atomic
+
     raw = root / "MNIST" / "raw"
+    created = [d for d in (root / "MNIST", raw) if not d.exists()]
     try:
         raw.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TinyDiffError(f"cannot create {raw} to download MNIST into: {exc}; use another --data-dir") from None
-    for name in ALL_FILES:
-        target = raw / name
-        if target.is_file():
-            continue
-        for mirror in mirrors():
+    try:
+        for name in ALL_FILES:
+            target = raw / name
+            if target.is_file():
+                continue
+            for mirror in mirrors():
+                try:
+                    with urllib.request.urlopen(mirror + name, timeout=30) as response:
+                        payload = response.read()
+                except Exception:
+                    continue
+                if hashlib.md5(payload).hexdigest() == MD5[name]:
+                    write_atomic(target, payload)
+                    break
+            else:
+                raise TinyDiffError(missing_files_message(root))
+    except BaseException:
+        for folder in reversed(created):  # innermost first; only if still empty
             try:
-                with urllib.request.urlopen(mirror + name, timeout=30) as response:
-                    payload = response.read()
-            except Exception:
-                continue
-            if hashlib.md5(payload).hexdigest() != MD5[name]:
-                continue
-            fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{name}.")
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            os.replace(tmp, target)
-            break
-        else:
-            raise TinyDiffError(missing_files_message(root))
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
     return raw
 
 
@@ -210,3 +226,66 @@ class BatchSampler:
         self.order = state["order"].clone()
         self.generator.set_state(state["rng"])
         self.epoch, self.position = (int(v) for v in state["counters"])
+
+
+SCALE_RANGE = (0.6, 1.3)  # train.scale_augment: a 20-pixel MNIST digit becomes 12 to 26 pixels tall
+
+
+class TrainingData:
+    """The training images, their shuffled order, scale augmentation and (text models) a caption per image.
+
+    :meth:`batch` returns one global batch: under DDP every rank draws the same one and
+    trains on its own slice, so N processes see what one process with N times the batch would.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, seed: int,
+                 captions: bool, scale_augment: float) -> None:  # fmt: skip
+        self.images, self.labels = images, labels
+        self.seed = seed
+        self.scale_augment = scale_augment
+        self.order = BatchSampler(len(images), batch_size, seed=seed + 1)
+        self.captions = self.style = None
+        if captions:  # milestone 4: a fresh caption for each image each time it is seen
+            from .captions import CaptionGenerator, style_codes
+
+            self.captions = CaptionGenerator()
+            self.style = style_codes(images)
+
+    def batch(self, step: int) -> tuple[torch.Tensor, list[str] | None]:
+        """uint8 images ``[B, H, W]`` and their captions (None for unconditional models) for ``step``.
+
+        Scale augmentation and captions are seeded by the step, the order by the run: both resume exactly.
+        """
+        index = self.order.next()
+        images = self.images[index.to(self.images.device)]
+        codes = self.style[index] if self.style is not None else None
+        if self.scale_augment > 0:  # rescale some images, and re-measure their style so "small"/"large" are true
+            images, codes = self._rescale(images, codes, step)
+        captions = None
+        if self.captions is not None:
+            rng = random.Random(self.seed * 1_000_003 + step)
+            captions = self.captions.captions_for_batch(self.labels[index], codes, rng)
+        return images, captions
+
+    def _rescale(self, images: torch.Tensor, codes: Any, step: int) -> tuple[torch.Tensor, Any]:
+        n = len(images)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step + 500_000_000)
+        chosen = torch.rand(n, generator=gen) < self.scale_augment
+        factors = torch.empty(n).uniform_(SCALE_RANGE[0], SCALE_RANGE[1], generator=gen)
+        if not chosen.any():
+            return images, codes
+        scaled = rescale_images(images[chosen.to(images.device)].cpu(), factors[chosen])
+        images = images.clone()
+        images[chosen.to(images.device)] = scaled.to(images.device)
+        if codes is not None:
+            from .captions import style_codes
+
+            codes = codes.clone()
+            codes[chosen] = style_codes(scaled)
+        return images, codes
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.order.state()
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.order.load_state(state)

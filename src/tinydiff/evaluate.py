@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from .checkpoint import check_tensors, read_safetensors
-from .config import DEFAULT_GUIDANCE_INTERVAL
 from .data import default_data_dir, load_mnist, to_model_range
 from .errors import TinyDiffError
 
@@ -246,7 +245,7 @@ def evaluate_pipeline(
     sampler: str | None = None,
     steps: int | None = None,
     guidance: float | None = None,
-    guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
+    guidance_interval: tuple[float, float] | str | None = None,
     seed: int = 0,
     data_dir: str | Path | None = None,
     batch_size: int = 500,
@@ -256,19 +255,16 @@ def evaluate_pipeline(
 
     A text model is asked "a handwritten <digit>" for each digit; an unconditional model
     draws ``10 * num_per_digit`` images and gets MNIST-FD and its class histogram only.
+    Sampling options left at None are the pipeline's defaults, as for ``tinydiff sample``.
     """
     import time
 
     from .captions import DIGIT_WORDS
-    from .pipeline import DEFAULT_GUIDANCE
 
     if num_per_digit < 2:
         raise TinyDiffError(f"--num-per-digit must be at least 2 (a Frechet distance needs a spread), got {num_per_digit}")
-    if sampler is None:  # the measured default, as `tinydiff sample` uses it
-        from .config import sampling_defaults
-
-        sampler, steps = sampling_defaults(sampler, steps)
-    guidance = DEFAULT_GUIDANCE if guidance is None else guidance
+    given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": guidance_interval}
+    opts = pipe.options(**given)
     total = 10 * num_per_digit
     asked = torch.arange(10).repeat_interleave(num_per_digit)
     conditional = bool(getattr(pipe, "is_text_model", False))
@@ -279,8 +275,7 @@ def evaluate_pipeline(
         digits = asked[first : first + batch_size]
         prompts = [f"a handwritten {DIGIT_WORDS[d]}" for d in digits.tolist()] if conditional else None
         calls = []
-        chunks.append(pipe.sample(len(digits), prompts=prompts, guidance=guidance, guidance_interval=guidance_interval,
-                                  seed=seed + first, sampler=sampler, steps=steps, callback=calls.append))  # fmt: skip
+        chunks.append(pipe.sample(len(digits), prompts=prompts, seed=seed + first, callback=calls.append, **given))
         evaluations = len(calls)  # network evaluations per image (guidance is one batched evaluation)
         if callback is not None:
             callback({"done": first + len(digits), "total": total})
@@ -289,11 +284,11 @@ def evaluate_pipeline(
     report: dict[str, Any] = {
         "model": str(getattr(pipe, "path", "")),
         "conditional": conditional,
-        "sampler": sampler,
-        "steps": steps,
+        "sampler": opts.sampler,
+        "steps": opts.steps,
         "nfe": evaluations,
-        "guidance": guidance if conditional else None,
-        "guidance_interval": list(guidance_interval) if conditional and guidance_interval is not None else None,
+        "guidance": opts.guidance if conditional else None,
+        "guidance_interval": list(opts.guidance_interval) if conditional and opts.guidance_interval is not None else None,
         "num_images": total,
         "num_per_digit": num_per_digit,
         "seconds": seconds,
@@ -328,7 +323,7 @@ def style_report(
     sampler: str | None = None,
     steps: int | None = None,
     guidance: float | None = None,
-    guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
+    guidance_interval: tuple[float, float] | str | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Are style words obeyed? Ink of "bold"/"thin", slant of "leaning right"/"leaning left", extent of "large"/"small".
@@ -342,21 +337,15 @@ def style_report(
     words only when trained with ``train.scale_augment``), with each group's prompt accuracy.
     """
     from .captions import DIGIT_WORDS, measure_style, size_extent
-    from .pipeline import DEFAULT_GUIDANCE
 
     if not getattr(pipe, "is_text_model", False):
         raise TinyDiffError("style words need a text model; this one is unconditional")
-    if sampler is None:
-        from .config import sampling_defaults
-
-        sampler, steps = sampling_defaults(sampler, steps)
-    guidance = DEFAULT_GUIDANCE if guidance is None else guidance
+    given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": guidance_interval}
     digits = torch.arange(10).repeat_interleave(num_per_digit)
     groups: dict[str, dict[str, float]] = {}
     for name, template in STYLE_PROMPTS.items():
         prompts = [template.format(word=DIGIT_WORDS[d]) for d in digits.tolist()]
-        images = pipe.sample(len(prompts), prompts=prompts, guidance=guidance, guidance_interval=guidance_interval,
-                             seed=seed, sampler=sampler, steps=steps)  # fmt: skip
+        images = pipe.sample(len(prompts), prompts=prompts, seed=seed, **given)
         measured = measure_style(images)
         groups[name] = {
             "ink": float(images.double().sum((1, 2)).div(255).mean()),

@@ -19,7 +19,7 @@ Register = Callable[[str, Any], None]
 
 @hookspec
 def tinydiff_register_schedules(register: Register) -> None:
-    """Register noise schedules: ``register(name, fn)``, ``fn(num_steps, **options) -> betas``."""
+    """Register noise schedules: ``register(name, fn)``, ``fn(num_timesteps, **options) -> betas`` (float64 ``[T]``)."""
 
 
 @hookspec
@@ -34,4 +34,4 @@ def tinydiff_register_text_encoders(register: Register) -> None:
 
 @hookspec
 def tinydiff_register_samplers(register: Register) -> None:
-    """Register samplers: ``register(name, fn)``, ``fn(denoiser, x_T, schedule, *, steps, generator, callback)``."""
+    """Register samplers: ``register(name, fn)``, ``fn(predict_eps, x_T, schedule, *, steps, generator, callback) -> x_0``."""

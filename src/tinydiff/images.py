@@ -5,14 +5,14 @@ Images are numpy uint8 arrays, ``[N, H, W]`` (grayscale, 0 = black background).
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .files import write_atomic
 
 
 def make_grid(images: np.ndarray, *, nrow: int | None = None, padding: int = 2, pad_value: int = 0) -> np.ndarray:
@@ -55,26 +55,6 @@ def decode_png(data: bytes) -> np.ndarray:
     w, h = size
     rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(h, w + 1)
     return rows[:, 1:].copy()
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_png(path: str | Path, image: np.ndarray) -> None:

@@ -1,8 +1,13 @@
-"""A loaded model ready to sample: the Python API behind ``tinydiff sample``.
+"""A loaded model ready to sample: the Python API behind ``tinydiff sample`` and ``tinydiff eval``.
 
     from tinydiff import Pipeline
     pipe = Pipeline.from_ref("runs/first")              # run dir, model folder or bundled name
     images = pipe.sample(16, seed=0)                     # uint8 [16, 28, 28], the default sampler
+
+``Pipeline`` owns the sampling policy: the defaults (``pipe.defaults``, a
+:class:`~tinydiff.config.SamplingOptions`) are filled in here and nowhere else, and
+every prompt is checked here, so a Python caller gets the command line's errors and
+warnings.
 """
 
 from __future__ import annotations
@@ -13,18 +18,13 @@ from typing import Any, Callable
 import torch
 
 from .checkpoint import ModelFolderConfig, load_model_folder, resolve_model_ref
-from .config import DEFAULT_GUIDANCE_INTERVAL
+from .config import SamplingOptions
 from .data import to_uint8
-from .diffusion import Denoiser
+from .diffusion import EpsilonPredictor
 from .errors import TinyDiffError
 from .plugins import get_sampler
+from .prompts import check_prompt
 from .schedules import NoiseSchedule
-
-# Classifier-free guidance weight, chosen by measurement on the bundled model (docs/text-to-image.md
-# #classifier-free-guidance): 1.5 kept prompt accuracy at 99.5% and brought MNIST-FD to 1.1x the
-# real-data floor; 3.0 reached 100% but 3.5x the floor (more guidance, less variety). It applies
-# within DEFAULT_GUIDANCE_INTERVAL (tinydiff.config) only.
-DEFAULT_GUIDANCE = 1.5
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,14 +43,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Pipeline:
-    """A network, its noise schedule and its objective, as saved in one model folder."""
+    """A network, its noise schedule and its objective, as saved in one model folder, and how to sample it."""
 
     def __init__(self, config: ModelFolderConfig, model: torch.nn.Module, *, path: Path | None = None) -> None:
         self.config = config
         self.model = model
         self.path = path
         self.device = next(model.parameters()).device
-        self.schedule = NoiseSchedule.from_name(config.schedule.name, config.schedule.num_steps, **config.schedule.options)
+        self.schedule = NoiseSchedule.from_config(config.schedule)
+        self.defaults = SamplingOptions()
 
     @classmethod
     def from_ref(cls, ref: str | None = None, *, device: str = "cpu") -> "Pipeline":
@@ -67,35 +68,56 @@ class Pipeline:
     def is_text_model(self) -> bool:
         return self.config.model.text is not None
 
+    def options(self, **given: Any) -> SamplingOptions:
+        """``self.defaults`` with every option that is given (not None) put in: the options a sample uses.
+
+        Checked against this model before any work: the sampler must be registered and its steps
+        at most the schedule's T.
+        """
+        opts = self.defaults.merged(**given)
+        get_sampler(opts.sampler)
+        if opts.steps is not None and opts.steps > self.schedule.num_timesteps:
+            raise TinyDiffError(
+                f"{opts.steps} sampler steps asked for, but this model has {self.schedule.num_timesteps} "
+                "diffusion timesteps; ask for at most that many"
+            )
+        return opts
+
+    def check_prompts(self, prompts: list[str]) -> list[str]:
+        """The prompts as they will be sampled (see :func:`tinydiff.prompts.check_prompt`), each distinct one checked once."""
+        if isinstance(prompts, str):
+            raise TinyDiffError("prompts takes a list of strings, one per image; wrap a single prompt in a list")
+        if not self.is_text_model:
+            raise TinyDiffError("this model is unconditional: it takes no prompt; drop the prompt")
+        tokenizer = getattr(getattr(self.model, "text_encoder", None), "tokenizer", None)
+        checked = {p: check_prompt(p, tokenizer) for p in dict.fromkeys(prompts)}
+        return [checked[p] for p in prompts]
+
     @torch.no_grad()
     def sample(
         self,
         num: int,
         *,
         prompts: list[str] | None = None,
-        guidance: float = DEFAULT_GUIDANCE,
-        guidance_interval: tuple[float, float] | None = DEFAULT_GUIDANCE_INTERVAL,
         seed: int = 0,
         sampler: str | None = None,
         steps: int | None = None,
+        guidance: float | None = None,
+        guidance_interval: tuple[float, float] | str | None = None,
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> torch.Tensor:
         """Draw ``num`` images as uint8 ``[num, H, W]``; the same seed gives the same images on CPU.
 
-        ``prompts`` (one per image; "" is unconditional) need a text model; ``guidance`` is the
-        classifier-free guidance weight (Ho & Salimans 2022), 1.0 for none, applied at the noise
-        levels in ``guidance_interval`` (sigma bounds; None: every step). ``sampler=None``
-        uses the measured default sampler and steps (``tinydiff.config.DEFAULT_SAMPLER``).
+        ``prompts`` (one per image; "" is unconditional) need a text model. Every option left
+        at None takes ``self.defaults``: the sampler and its steps, the classifier-free guidance
+        weight (Ho & Salimans 2022; 1 for none) and the noise levels (sigma bounds) where
+        guidance applies (``"all"``: every step).
         """
-        from .config import sampling_defaults
-
-        sampler, steps = sampling_defaults(sampler, steps)
-        fn = get_sampler(sampler)
+        opts = self.options(sampler=sampler, steps=steps, guidance=guidance, guidance_interval=guidance_interval)
         cfg = self.config.model
         context = uncond = None
         if prompts is not None:
-            if not self.is_text_model:
-                raise TinyDiffError("this model is unconditional: it takes no prompt; drop the prompt")
+            prompts = self.check_prompts(prompts)
             if len(prompts) != num:
                 raise TinyDiffError(f"got {len(prompts)} prompts for {num} images; give one prompt per image")
             context = self.model.encode_text(prompts)
@@ -104,8 +126,8 @@ class Pipeline:
             context = self.model.encode_text([""] * num)
         generator = torch.Generator(self.device).manual_seed(seed)
         x_T = torch.randn((num, cfg.in_channels, cfg.image_size, cfg.image_size), generator=generator, device=self.device)
-        denoiser = Denoiser(self.model, self.schedule, objective=self.config.diffusion.objective,
-                            context=context, uncond_context=uncond, guidance=guidance,
-                            guidance_interval=guidance_interval)  # fmt: skip
-        x0 = fn(denoiser, x_T, self.schedule, steps=steps, generator=generator, callback=callback)
+        predict_eps = EpsilonPredictor(self.model, self.schedule, objective=self.config.diffusion.objective,
+                                       context=context, uncond_context=uncond, guidance=opts.guidance,
+                                       guidance_interval=opts.guidance_interval)  # fmt: skip
+        x0 = get_sampler(opts.sampler)(predict_eps, x_T, self.schedule, steps=opts.steps, generator=generator, callback=callback)
         return to_uint8(x0)

@@ -1,9 +1,9 @@
 """Samplers: pure functions with one shared signature, no UI.
 
-``sampler(denoiser, x_T, schedule, *, steps, generator, callback) -> x_0``
+``sampler(predict_eps, x_T, schedule, *, steps, generator, callback) -> x_0``
 
-- ``denoiser(x_t, t) -> eps`` (see :class:`tinydiff.diffusion.Denoiser`);
-- ``steps``: how many network evaluations (``None``: the sampler's default);
+- ``predict_eps(x_t, t) -> eps`` (see :class:`tinydiff.diffusion.EpsilonPredictor`);
+- ``steps``: sampler steps, one network evaluation each (``None``: the sampler's default);
 - ``generator``: the only source of randomness (never the global RNG);
 - ``callback({"i", "total", "t", "x", "x0"})`` after each step, for progress bars.
 
@@ -34,7 +34,7 @@ DPM_SOLVER_STEPS = 10
 
 def default_steps(schedule: NoiseSchedule, steps: int | None, default: int) -> int:
     """``steps``, or the sampler's ``default`` capped at the schedule's T."""
-    return steps if steps is not None else min(default, schedule.num_steps)
+    return steps if steps is not None else min(default, schedule.num_timesteps)
 
 
 def log_snr(alpha_bar: float) -> float:
@@ -42,20 +42,20 @@ def log_snr(alpha_bar: float) -> float:
     return math.inf if alpha_bar >= 1.0 else 0.5 * math.log(alpha_bar / (1.0 - alpha_bar))
 
 
-def respaced_timesteps(num_steps: int, steps: int | None) -> torch.Tensor:
+def respaced_timesteps(num_timesteps: int, steps: int | None) -> torch.Tensor:
     """An evenly spaced, increasing subset of 0..T-1 of length ``steps`` (Nichol & Dhariwal 2021, sec. 4)."""
-    if steps is None or steps == num_steps:
-        return torch.arange(num_steps)
-    if not 1 <= steps <= num_steps:
-        raise TinyDiffError(f"--steps must be between 1 and the model's {num_steps} diffusion steps, got {steps}")
+    if steps is None or steps == num_timesteps:
+        return torch.arange(num_timesteps)
+    if not 1 <= steps <= num_timesteps:
+        raise TinyDiffError(f"--steps must be between 1 and the model's {num_timesteps} diffusion timesteps, got {steps}")
     if steps == 1:  # one step starts from pure noise, at the last timestep
-        return torch.tensor([num_steps - 1])
-    return torch.linspace(0, num_steps - 1, steps, dtype=torch.float64).round().long()
+        return torch.tensor([num_timesteps - 1])
+    return torch.linspace(0, num_timesteps - 1, steps, dtype=torch.float64).round().long()
 
 
 @torch.no_grad()
 def ddpm(
-    denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    predict_eps: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     schedule: NoiseSchedule,
     *,
@@ -64,7 +64,7 @@ def ddpm(
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Ancestral sampling (Ho et al. 2020, alg. 2) over all T steps, or a respaced subset (Nichol & Dhariwal 2021)."""
-    timesteps = respaced_timesteps(schedule.num_steps, steps)
+    timesteps = respaced_timesteps(schedule.num_timesteps, steps)
     alpha_bar = schedule.alphas_cumprod
     total = len(timesteps)
     for i in reversed(range(total)):
@@ -75,7 +75,7 @@ def ddpm(
         beta_t = 1.0 - ab_t / ab_prev
         # 2. predict epsilon, then x_0 (eq. 15), clipped to the data range [-1, 1]
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = denoiser(x, t_batch)
+        eps = predict_eps(x, t_batch)
         x0 = predict_x0(eps, x, t_batch, schedule).clamp(-1.0, 1.0)
         # 3. posterior mean of q(x_{t-1} | x_t, x_0) (eq. 7)
         coef_x0 = ab_prev**0.5 * beta_t / (1.0 - ab_t)
@@ -95,7 +95,7 @@ def ddpm(
 
 @torch.no_grad()
 def ddim(
-    denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    predict_eps: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     schedule: NoiseSchedule,
     *,
@@ -107,7 +107,7 @@ def ddim(
     """DDIM (Song et al. 2021, eq. 12) over respaced timesteps; eta = 0 is deterministic, eta = 1 is DDPM's posterior."""
     if not 0.0 <= eta <= 1.0:
         raise TinyDiffError(f"ddim's eta must be between 0 (deterministic) and 1 (as noisy as ddpm), got {eta}")
-    timesteps = respaced_timesteps(schedule.num_steps, default_steps(schedule, steps, DDIM_STEPS))
+    timesteps = respaced_timesteps(schedule.num_timesteps, default_steps(schedule, steps, DDIM_STEPS))
     alpha_bar = schedule.alphas_cumprod
     total = len(timesteps)
     for i in reversed(range(total)):
@@ -118,7 +118,7 @@ def ddim(
         # 2. predict epsilon, then x_0 ("predicted x_0" in eq. 12), clipped to [-1, 1];
         #    epsilon is re-derived from the clipped x_0 so that both describe the same x_t
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = denoiser(x, t_batch)
+        eps = predict_eps(x, t_batch)
         x0 = predict_x0(eps, x, t_batch, schedule).clamp(-1.0, 1.0)
         eps = (x - ab_t**0.5 * x0) / (1.0 - ab_t) ** 0.5
         # 3. sigma_t(eta) (eq. 16): eta = 1 is the DDPM posterior standard deviation
@@ -134,7 +134,7 @@ def ddim(
 
 @torch.no_grad()
 def dpm_solver_pp(
-    denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    predict_eps: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     schedule: NoiseSchedule,
     *,
@@ -147,25 +147,25 @@ def dpm_solver_pp(
     Deterministic: ``generator`` is accepted for the shared signature and never used. The first
     step is first order, and so are the last two: into t = 0 (like ``lower_order_final`` in the
     authors' code) and from t = 0 to clean data (lambda = inf, where x becomes the predicted x_0).
-    Classifier-free guidance needs nothing special: the denoiser already returns the guided
+    Classifier-free guidance needs nothing special: ``predict_eps`` already returns the guided
     epsilon, and the x_0 predicted from it is the guided data prediction this solver is built
     for; it is clipped to [-1, 1].
     """
-    timesteps = respaced_timesteps(schedule.num_steps, default_steps(schedule, steps, DPM_SOLVER_STEPS))
+    timesteps = respaced_timesteps(schedule.num_timesteps, default_steps(schedule, steps, DPM_SOLVER_STEPS))
     alpha_bar = schedule.alphas_cumprod
     total = len(timesteps)
     x0_last, h_last = None, None
     for i in reversed(range(total)):
         t = int(timesteps[i])
-        # 1. sigma here; alpha, sigma at the next kept step (clean data past the last: alpha 1, sigma 0)
+        # 1. sigma here; alpha, sigma at the previous kept step (clean data past the last: alpha 1, sigma 0)
         ab_t = alpha_bar[t].item()
-        ab_next = alpha_bar[int(timesteps[i - 1])].item() if i > 0 else 1.0
-        sigma_t, alpha_next, sigma_next = (1.0 - ab_t) ** 0.5, ab_next**0.5, (1.0 - ab_next) ** 0.5
+        ab_prev = alpha_bar[int(timesteps[i - 1])].item() if i > 0 else 1.0
+        sigma_t, alpha_prev, sigma_prev = (1.0 - ab_t) ** 0.5, ab_prev**0.5, (1.0 - ab_prev) ** 0.5
         # 2. step size in log-SNR: h_i = lambda_{t_i} - lambda_{t_{i-1}} (alg. 2)
-        h = log_snr(ab_next) - log_snr(ab_t)
+        h = log_snr(ab_prev) - log_snr(ab_t)
         # 3. data prediction x_theta(x_t, t): x_0 from epsilon (Ho et al. 2020, eq. 15), clipped to [-1, 1]
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = denoiser(x, t_batch)
+        eps = predict_eps(x, t_batch)
         x0 = predict_x0(eps, x, t_batch, schedule).clamp(-1.0, 1.0)
         # 4. D_i: x_theta itself on the first step and the last two (into t = 0 the evenly spaced
         #    grid's lambda step is so long that extrapolating overshoots); otherwise, with
@@ -176,7 +176,7 @@ def dpm_solver_pp(
             r = h_last / h
             d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_last
         # 5. x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) x_{t_{i-1}} - alpha_{t_i} (e^{-h_i} - 1) D_i (alg. 2)
-        x = (sigma_next / sigma_t) * x - alpha_next * math.expm1(-h) * d
+        x = (sigma_prev / sigma_t) * x - alpha_prev * math.expm1(-h) * d
         x0_last, h_last = x0, h
         if callback is not None:
             callback({"i": total - i, "total": total, "t": t, "x": x, "x0": x0})

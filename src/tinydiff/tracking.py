@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import platform
-import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -22,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .images import decode_png, evolution_sheet, save_png, write_atomic
+from .files import parse_step_name, step_name, write_atomic, write_json
+from .images import decode_png, evolution_sheet, make_grid, save_png
 
 RUN_CONFIG = "config.json"
 METRICS = "metrics.jsonl"
-_SNAPSHOT = re.compile(r"^step-(\d+)\.png$")
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -71,7 +70,7 @@ class RunTracker:
             previous["config"] = config
             previous.setdefault("resumes", []).append({"step": resumed_from, **{k: record[k] for k in ("command", "started")}})
             record = previous
-        write_atomic(path, (json.dumps(record, indent=2) + "\n").encode())
+        write_json(path, record)
 
     def log(self, metrics: dict[str, Any]) -> None:
         with open(self.dir / METRICS, "a", encoding="utf-8") as f:
@@ -82,9 +81,10 @@ class RunTracker:
         kept = [m for m in read_metrics(self.dir) if m.get("step", 0) <= step]
         write_atomic(self.dir / METRICS, "".join(json.dumps(m) + "\n" for m in kept).encode())
 
-    def save_snapshot(self, step: int, grid: np.ndarray) -> Path:
-        path = self.samples_dir / f"step-{step:06d}.png"
-        save_png(path, grid)
+    def save_snapshot(self, step: int, images: np.ndarray) -> Path:
+        """Write uint8 ``[N, H, W]`` samples as ``samples/step-NNNNNN.png`` and redraw the evolution sheet."""
+        path = self.samples_dir / f"{step_name(step)}.png"
+        save_png(path, make_grid(images))
         self.update_evolution()
         return path
 
@@ -111,5 +111,5 @@ def list_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
     folder = Path(run_dir) / "samples"
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _SNAPSHOT.match(p.name))]
+    found = [(step, p) for p in folder.iterdir() if p.suffix == ".png" and (step := parse_step_name(p.stem)) is not None]
     return sorted(found)

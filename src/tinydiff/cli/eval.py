@@ -26,18 +26,16 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Score a model: prompt accuracy per digit, MNIST-FD beside the real-data floor, speed."""
-    from ..config import SampleConfig, parse_guidance_interval, sampling_defaults
+    from ..config import parse_guidance_interval
 
+    interval = parse_guidance_interval(guidance_interval)
     with importing_torch():
         from ..evaluate import evaluate_pipeline, style_report
         from ..pipeline import Pipeline
-        from ..plugins import get_sampler
 
-    sampler, steps = sampling_defaults(sampler, steps)
-    settings = SampleConfig(sampler=sampler, steps=steps, seed=seed, device=device)  # validates these flags
-    interval = parse_guidance_interval(guidance_interval)
-    get_sampler(settings.sampler)
-    pipe = Pipeline.from_ref(model, device=settings.device)
+    pipe = Pipeline.from_ref(model, device=device)
+    given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": interval}
+    pipe.options(**given)  # checked before any work
     if style and not pipe.is_text_model:
         raise TinyDiffError("--style needs a text model; this one is unconditional (drop --style)")
 
@@ -50,14 +48,10 @@ def eval_command(
         def on_batch(info: dict[str, Any]) -> None:
             progress.update(task, completed=info["done"])
 
-        report = evaluate_pipeline(pipe, num_per_digit=num_per_digit, sampler=settings.sampler, steps=settings.steps,
-                                   guidance=guidance, guidance_interval=interval, seed=seed, data_dir=data_dir,
-                                   callback=on_batch)  # fmt: skip
+        report = evaluate_pipeline(pipe, num_per_digit=num_per_digit, seed=seed, data_dir=data_dir, callback=on_batch, **given)
         if style:
             progress.update(task, description="style")
-            report["style"] = style_report(pipe, num_per_digit=max(1, num_per_digit // 2), sampler=settings.sampler,
-                                           steps=settings.steps, guidance=guidance, guidance_interval=interval,
-                                           seed=seed)  # fmt: skip
+            report["style"] = style_report(pipe, num_per_digit=max(1, num_per_digit // 2), seed=seed, **given)
     allow_fast_exit()  # eval writes no file; stdout is flushed on the way out
     if as_json:
         typer.echo(json.dumps(report, indent=2))

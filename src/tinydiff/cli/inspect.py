@@ -10,7 +10,15 @@ from typing import Any, Optional
 
 import typer
 
-from ..checkpoint import VOCAB_FILE, WEIGHTS_FILE, is_model_folder, list_checkpoints, read_model_config, resolve_model_ref
+from ..checkpoint import (
+    VOCAB_FILE,
+    WEIGHTS_FILE,
+    is_model_folder,
+    list_checkpoints,
+    read_json_object,
+    read_model_config,
+    resolve_model_ref,
+)
 from ..errors import TinyDiffError
 from ..tracking import RUN_CONFIG, list_snapshots, read_metrics
 from .output import console, handles_errors
@@ -42,10 +50,10 @@ def parameter_count(folder: Path) -> int:
 
 def vocabulary_size(folder: Path) -> int | None:
     """Tokens in a text model's ``vocab.json`` (specials included), read without torch."""
-    try:
-        tokens = json.loads((folder / VOCAB_FILE).read_text(encoding="utf-8"))["tokens"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise TinyDiffError(f"{folder / VOCAB_FILE} is missing or corrupted; a text model folder needs it") from None
+    path = folder / VOCAB_FILE
+    tokens = read_json_object(path, missing=f"{path} is missing; a text model folder needs its {VOCAB_FILE}").get("tokens")
+    if not isinstance(tokens, list):
+        raise TinyDiffError(f"{path}: 'tokens' must be a list of strings; the model folder is corrupted")
     return len(tokens)
 
 
@@ -166,7 +174,7 @@ def inspect_command(
         table.add_row("unet", f"channels {m['base_channels']} x {m['channel_mult']}, {m['num_res_blocks']} res blocks/level, "
                       f"attention at {m['attention_resolutions'] or 'none'}, time embedding {'on' if m['time_embedding'] else 'off'}, "
                       f"resampling {'on' if m['resample'] else 'off'}")  # fmt: skip
-        table.add_row("schedule", f"{s['name']}, T={s['num_steps']}" + (f", {s['options']}" if s["options"] else ""))
+        table.add_row("schedule", f"{s['name']}, T={s['num_timesteps']}" + (f", {s['options']}" if s["options"] else ""))
         table.add_row("objective", model["diffusion"]["objective"])
         text = model.get("text_encoder")
         table.add_row("text", "none (unconditional)" if text is None else

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..config import Config, merge, resolve_config
+from ..config import DEFAULT_PRESET, Config, merge, preset_names, resolve_config
 from ..errors import TinyDiffError
 from .output import err_console, handles_errors, importing_torch
 
@@ -60,7 +60,7 @@ def _resume_config(run_dir: Path, overrides: dict[str, Any], preset: str | None,
 
 @handles_errors
 def train_command(
-    preset: Optional[str] = typer.Option(None, "--preset", help="Bundled preset: stage1, stage2, stage3 (default), stage4 (text)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help=f"Bundled preset: {', '.join(preset_names())} (default: {DEFAULT_PRESET})."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file overriding the preset."),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="Noise schedule name (see `tinydiff plugins --all`)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps to train for."),

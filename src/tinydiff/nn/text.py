@@ -5,16 +5,14 @@ The text encoder role, which a plugin's replacement must keep:
 - ``cls(tokenizer, *, dim, layers, heads, dropout)``, with ``dim`` the width of its outputs
 - ``encode(list[str]) -> tokens [B, L, dim], mask [B, L] bool, pooled [B, dim]``, on the module's device
 
-The vocabulary lives in a model folder's ``vocab.json``:
+The vocabulary lives in a model folder's ``vocab.json`` (read and written by :mod:`tinydiff.checkpoint`):
 ``{"format": 1, "tokens": [all tokens in id order], "max_length": 16}``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -22,9 +20,7 @@ import torch.nn as nn
 
 from ..errors import TinyDiffError
 from ..hookspecs import hookimpl
-from ..images import write_atomic
 
-VOCAB_FILE = "vocab.json"
 VOCAB_FORMAT = 1
 PAD, UNK, BOS = "<pad>", "<unk>", "<bos>"
 SPECIALS = (PAD, UNK, BOS)  # ids 0, 1, 2: fixed, so embeddings stay meaningful whatever the vocabulary
@@ -59,17 +55,9 @@ class Tokenizer:
         self.max_length = max_length  # <bos> plus at most max_length - 1 words
         self._ids = {token: i for i, token in enumerate(tokens)}
 
-    @classmethod
-    def from_texts(cls, texts: Iterable[str], *, max_length: int = 16) -> Tokenizer:
-        """A vocabulary of every word the texts use (e.g. all captions a dataset can generate)."""
-        return cls({word for text in texts for word in normalize(text)}, max_length=max_length)
-
     @property
     def vocab_size(self) -> int:
         return len(self.tokens)
-
-    def normalize(self, text: str) -> list[str]:
-        return normalize(text)
 
     def encode(self, texts: list[str]) -> TokenizedBatch:
         """Token ids and mask, ``[B, max_length]``: ``<bos>`` first, then the words, then ``<pad>``."""
@@ -92,7 +80,7 @@ class Tokenizer:
         return {"format": VOCAB_FORMAT, "tokens": list(self.tokens), "max_length": self.max_length}
 
     @classmethod
-    def from_json(cls, data: Any, *, source: str = VOCAB_FILE) -> Tokenizer:
+    def from_json(cls, data: Any, *, source: str = "vocab.json") -> Tokenizer:
         """Rebuild a tokenizer, keeping the saved id order; a malformed vocabulary is a ``TinyDiffError``."""
         if not isinstance(data, dict):
             raise TinyDiffError(f"{source} must hold a JSON object")
@@ -119,24 +107,6 @@ class Tokenizer:
         tokenizer = cls.__new__(cls)
         tokenizer._init(list(tokens), max_length)
         return tokenizer
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``vocab.json`` atomically."""
-        path = Path(path)
-        write_atomic(path, (json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> Tokenizer:
-        """Read and validate a ``vocab.json``."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise TinyDiffError(f"{path} is missing; a text model folder needs its {VOCAB_FILE}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise TinyDiffError(f"{path} is not valid JSON ({exc}); the model folder is corrupted") from None
-        return cls.from_json(data, source=str(path))
 
     def __repr__(self) -> str:
         return f"Tokenizer({self.vocab_size - len(SPECIALS)} words, max_length={self.max_length})"
@@ -197,17 +167,9 @@ class TinyTextEncoder(nn.Module):
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Tokenize and encode on the module's device: tokens ``[B, L, dim]``, mask ``[B, L]``, pooled ``[B, dim]``."""
-        tokens, mask, pooled, _ = self.encode_with_info(texts)
-        return tokens, mask, pooled
-
-    def encode_with_info(
-        self, texts: list[str]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, TokenizedBatch]:
-        """``encode`` plus the ``TokenizedBatch``, so a caller can warn about unknown words and truncation."""
         batch = self.tokenizer.encode(texts)
         device = self.token_embedding.weight.device
-        tokens, mask, pooled = self(batch.ids.to(device), batch.mask.to(device))
-        return tokens, mask, pooled, batch
+        return self(batch.ids.to(device), batch.mask.to(device))
 
 
 @hookimpl
