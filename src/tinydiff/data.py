@@ -84,7 +84,10 @@ def read_idx(path: Path) -> torch.Tensor:
 
 
 def load_mnist(data_dir: str | Path | None = None, *, split: str = "train", download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST images as uint8 ``[N, 28, 28]`` and labels as int64 ``[N]``; downloads them when missing."""
+    """MNIST images as uint8 ``[N, 28, 28]`` and labels as int64 ``[N]``; downloads them when missing.
+
+    The images tensor is shared by every caller in the process: index or copy it, never change it in place.
+    """
     root = Path(data_dir).expanduser() if data_dir else default_data_dir()
     explicit = data_dir is not None or "TINYDIFF_DATA_DIR" in os.environ
     if root.exists() and not root.is_dir():
@@ -102,10 +105,28 @@ def load_mnist(data_dir: str | Path | None = None, *, split: str = "train", down
             raise TinyDiffError(missing_files_message(root))
         raw = download_mnist(root)
     images_file, labels_file = FILES[split]
-    images, labels = read_idx(raw / images_file), read_idx(raw / labels_file)
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise TinyDiffError(f"MNIST files in {raw} do not match: {tuple(images.shape)} images, {tuple(labels.shape)} labels")
+    images, labels = _read_split(raw / images_file, raw / labels_file)
     return images, labels.long()
+
+
+_SPLITS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _read_split(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both files of a split, checked against each other; kept per process while the files are unchanged
+    (unpacking the training images takes a second or two, and training, evaluation and tests ask often)."""
+    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in (images_path, labels_path)]
+    key = tuple(stats)
+    if key not in _SPLITS:
+        images, labels = read_idx(images_path), read_idx(labels_path)
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise TinyDiffError(
+                f"MNIST files in {images_path.parent} do not match: {tuple(images.shape)} images, {tuple(labels.shape)} labels"
+            )
+        if len(_SPLITS) >= 4:  # both splits of two folders at most
+            del _SPLITS[next(iter(_SPLITS))]
+        _SPLITS[key] = (images, labels)
+    return _SPLITS[key]
 
 
 def missing_files_message(root: Path) -> str:
@@ -136,7 +157,7 @@ def download_mnist(root: Path) -> Path:
     from .files import write_atomic
 
     raw = root / "MNIST" / "raw"
-    created = [d for d in (root / "MNIST", raw) if not d.exists()]
+    created = [d for d in (root, root / "MNIST", raw) if not d.exists()]
     try:
         raw.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
