@@ -40,6 +40,22 @@ def read_npz(path: Path) -> dict:
         return dict(arrays)
 
 
+def read_gif(data: bytes) -> tuple["np.ndarray", list[int]]:
+    """Every frame of a GIF as a viewer shows it (composited, in gray levels), and each frame's duration in ms."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    frames, durations = [], []
+    with Image.open(io.BytesIO(data)) as im:
+        for k in range(im.n_frames):
+            im.seek(k)
+            frames.append(np.array(im.convert("L")))
+            durations.append(im.info["duration"])
+    return np.stack(frames), durations
+
+
 TINY_MODEL = {
     "base_channels": 16,
     "channel_mult": [1, 2],

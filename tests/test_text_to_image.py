@@ -205,7 +205,7 @@ def test_prompts_file_gives_num_images_per_prompt_one_row_each(text_run, tmp_pat
     assert result.exit_code == 0, result.output
     from tinydiff.images import decode_png
 
-    assert decode_png(out.read_bytes()).shape == (2 + 2 * 30, 2 + 3 * 30)
+    assert decode_png(out.read_bytes()).shape == (4 * (2 + 2 * 30), 4 * (2 + 3 * 30))  # one row per prompt, 4x
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe a seven")
     bad = runner.invoke(app_(), ["sample", "--prompts-file", str(tmp_path / "bad.txt"), "--model", str(text_run)])
     assert bad.exit_code == 1 and "not UTF-8" in bad.stderr
