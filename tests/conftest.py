@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -40,7 +44,7 @@ def read_npz(path: Path) -> dict:
         return dict(arrays)
 
 
-def read_gif(data: bytes) -> tuple["np.ndarray", list[int]]:
+def read_gif(data: bytes) -> tuple[np.ndarray, list[int]]:
     """Every frame of a GIF as a viewer shows it (composited, in gray levels), and each frame's duration in ms."""
     import io
 
