@@ -136,7 +136,7 @@ def test_scale_on_arrays_has_no_effect_and_says_so(trained_run, tmp_path) -> Non
 
 def test_sample_draws_a_preview_and_respaces(trained_run, tmp_path) -> None:
     run, _ = trained_run
-    result = runner.invoke(app, ["sample", "--model", str(run), "--num", "2", "--steps", "5", "--out", str(tmp_path / "p.png")])
+    result = runner.invoke(app, ["sample", "--model", str(run), "--num", "2", "--steps", "5", "--seed", "0", "--out", str(tmp_path / "p.png")])
     assert result.exit_code == 0, result.output
     assert "▀" in result.stdout and len(result.stdout.splitlines()) == 16  # (2 + 28 + 2) rows / 2
     assert "wrote 2 images" in result.stderr

@@ -201,7 +201,7 @@ def test_prompts_file_gives_num_images_per_prompt_one_row_each(text_run, tmp_pat
     (tmp_path / "p.txt").write_text("a handwritten seven\n\nThe digit 3.\n")
     out = tmp_path / "grid.png"
     result = runner.invoke(app_(), ["sample", "--prompts-file", str(tmp_path / "p.txt"), "--model", str(text_run),
-                                    "--num", "3", "--steps", "5", "--out", str(out), "--no-preview"])  # fmt: skip
+                                    "--num", "3", "--steps", "5", "--seed", "4", "--out", str(out), "--no-preview"])  # fmt: skip
     assert result.exit_code == 0, result.output
     from tinydiff.images import decode_png
 
