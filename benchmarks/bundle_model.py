@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     target = args.dest / args.name
     save_model_folder(target, config, weights, getattr(model.text_encoder, "tokenizer", None))
 
-    pipe = Pipeline.from_ref(str(target))
+    pipe = Pipeline.from_ref(str(target), device="cpu")
     start = time.perf_counter()
     report = evaluate_pipeline(pipe, num_per_digit=args.num_per_digit)  # the defaults, as `tinydiff eval` uses them
     # as `tinydiff eval --style` does it: half as many images per digit for each style prompt

@@ -102,7 +102,7 @@ def run_tinydiff(args: argparse.Namespace, data_dir: str | None) -> dict[str, An
     wall = time.perf_counter() - start
     if done.returncode != 0:
         fail(f"tinydiff train exited with status {done.returncode}")
-    pipe = Pipeline.from_ref(str(run_dir))
+    pipe = Pipeline.from_ref(str(run_dir), device="cpu")
     trained = pipe.config.training.get("step")
     return {"arm": f"TinyDiff {args.preset}", "parameters": count_parameters(pipe.model), "steps": trained,
             "img_per_s": metrics_img_per_s(run_dir), "train_wall_s": wall, "pipe": pipe}  # fmt: skip

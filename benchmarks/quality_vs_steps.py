@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except TinyDiffError as exc:
         fail(str(exc))
 
-    pipe = Pipeline.from_ref(args.model)
+    pipe = Pipeline.from_ref(args.model, device="cpu")
     resolved = pipe.options(guidance=args.guidance, guidance_interval=args.interval)
     args.guidance, args.interval = resolved.guidance, resolved.guidance_interval or "all"
     rows = []

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -38,6 +42,22 @@ def read_npz(path: Path) -> dict:
 
     with np.load(path) as arrays:
         return dict(arrays)
+
+
+def read_gif(data: bytes) -> tuple[np.ndarray, list[int]]:
+    """Every frame of a GIF as a viewer shows it (composited, in gray levels), and each frame's duration in ms."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    frames, durations = [], []
+    with Image.open(io.BytesIO(data)) as im:
+        for k in range(im.n_frames):
+            im.seek(k)
+            frames.append(np.array(im.convert("L")))
+            durations.append(im.info["duration"])
+    return np.stack(frames), durations
 
 
 TINY_MODEL = {

@@ -19,7 +19,7 @@ PACKAGE_BUDGET_BYTES = 15 * 1024 * 1024  # everything the package installs, mode
 def pipe():
     from tinydiff.pipeline import Pipeline
 
-    return Pipeline.from_ref()
+    return Pipeline.from_ref(device="cpu")
 
 
 def test_the_default_model_is_bundled_and_within_budget() -> None:
@@ -53,7 +53,7 @@ def test_the_bundled_model_loads_offline_in_fp16_and_runs_in_fp32(monkeypatch, p
         raise AssertionError("the bundled model must load without the network")
 
     monkeypatch.setattr(socket, "socket", no_network)
-    offline = Pipeline.from_ref()
+    offline = Pipeline.from_ref(device="cpu")
     with safe_open(str(resolve_model_ref(None) / "model.safetensors"), framework="pt") as f:
         dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
     assert dtypes == {"F16"}

@@ -4,9 +4,11 @@ import json
 import subprocess
 import sys
 
+import re
+
 import numpy as np
 import pytest
-from conftest import read_npz
+from conftest import read_gif, read_npz
 from typer.testing import CliRunner
 
 from tinydiff import __version__
@@ -50,8 +52,10 @@ def test_sample_npz_png_and_folder_are_deterministic(trained_run, tmp_path) -> N
     base = ["sample", "--model", str(run), "--num", "5", "--seed", "3", "--no-preview"]
     r1 = runner.invoke(app, [*base, "--out", str(tmp_path / "a.npz")])
     assert r1.exit_code == 0, r1.output
+    assert "rerun with --seed" not in r1.stderr, "a seed that was given is not printed"
     images = npz_images(tmp_path / "a.npz")
     assert images.shape == (5, 28, 28) and images.dtype == np.uint8
+    assert read_npz(tmp_path / "a.npz")["seed"] == 3
     runner.invoke(app, [*base, "--out", str(tmp_path / "b.npz")])
     assert np.array_equal(images, npz_images(tmp_path / "b.npz")), "same seed, same images"
     other = ["sample", "--model", str(run), "--num", "5", "--seed", "4", "--no-preview"]
@@ -60,8 +64,11 @@ def test_sample_npz_png_and_folder_are_deterministic(trained_run, tmp_path) -> N
 
     assert runner.invoke(app, [*base, "--out", str(tmp_path / "grid.png")]).exit_code == 0
     grid = decode_png((tmp_path / "grid.png").read_bytes())
-    assert grid.shape == (2 + 2 * 30, 2 + 3 * 30)  # 5 images: 3 per row, 2 rows, 2px padding
-    assert np.array_equal(grid[2:30, 2:30], images[0])
+    assert grid.shape == (4 * (2 + 2 * 30), 4 * (2 + 3 * 30))  # 5 images: 3 per row, 2 rows, 2px padding; 4x
+    assert np.array_equal(grid[8:120:4, 8:120:4], images[0]) and np.array_equal(grid[8:120, 8:120][1::4, 3::4], images[0])
+    assert runner.invoke(app, [*base, "--scale", "1", "--out", str(tmp_path / "small.png")]).exit_code == 0
+    small = decode_png((tmp_path / "small.png").read_bytes())
+    assert small.shape == (2 + 2 * 30, 2 + 3 * 30) and np.array_equal(small, grid[::4, ::4])
 
     assert runner.invoke(app, [*base, "--out", str(tmp_path / "each") + "/"]).exit_code == 0
     files = sorted((tmp_path / "each").iterdir())
@@ -69,9 +76,67 @@ def test_sample_npz_png_and_folder_are_deterministic(trained_run, tmp_path) -> N
     assert np.array_equal(decode_png(files[4].read_bytes()), images[4])
 
 
+def test_sample_without_a_seed_draws_fresh_images_prints_the_seed_and_that_seed_draws_them_again(trained_run, tmp_path) -> None:
+    run, _ = trained_run
+    base = ["sample", "--model", str(run), "--num", "3", "--steps", "3", "--device", "cpu", "--no-preview"]
+    seeds, images = [], []
+    for name in ("a.npz", "b.npz"):
+        result = runner.invoke(app, [*base, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        said = re.findall(r"^seed (\d+); rerun with --seed (\d+) for the same images$", result.stderr, re.M)
+        assert len(said) == 1 and said[0][0] == said[0][1], result.stderr
+        seeds.append(int(said[0][0]))
+        images.append(npz_images(tmp_path / name))
+        assert read_npz(tmp_path / name)["seed"] == seeds[-1], "the .npz records the seed it was drawn from"
+    assert seeds[0] != seeds[1] and not np.array_equal(images[0], images[1]), "each run draws fresh images"
+    again = runner.invoke(app, [*base, "--seed", str(seeds[0]), "--out", str(tmp_path / "again.npz")])
+    assert again.exit_code == 0 and "rerun with" not in again.stderr
+    assert np.array_equal(npz_images(tmp_path / "again.npz"), images[0]), "the printed seed draws the same images, bit for bit"
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++"])
+def test_sample_gif_shows_the_trajectory_of_every_image_frame_by_frame(trained_run, tmp_path, sampler) -> None:
+    from tinydiff.pipeline import Pipeline
+
+    run, _ = trained_run
+    args = ["sample", "--model", str(run), "--num", "3", "--steps", "4", "--sampler", sampler, "--seed", "2", "--scale", "2",
+            "--device", "cpu", "--out", str(tmp_path / "s.npz"), "--gif", str(tmp_path / "d.gif"), "--no-preview"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"wrote the denoising, 4 steps, to {tmp_path / 'd.gif'}" in result.stderr
+    frames, durations = read_gif((tmp_path / "d.gif").read_bytes())
+    trajectory = Pipeline.from_ref(str(run), device="cpu").sample(3, seed=2, sampler=sampler, steps=4, trajectory=True)
+    np.testing.assert_array_equal(frames, trajectory.frames(scale=2))
+    np.testing.assert_array_equal(npz_images(tmp_path / "s.npz"), trajectory.images.numpy())
+    assert len(frames) == 5 and durations[-1] > durations[0], "every step, then a pause on the finished images"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.gif", "s.npz"]
+
+
+def test_the_default_sample_does_not_import_pillow(trained_run, tmp_path) -> None:
+    """Pillow costs start-up time: only --gif (and a notebook's PIL images) import it."""
+    run, _ = trained_run
+    code = (
+        "import sys\nfrom tinydiff.cli import main\n"
+        f"try:\n    main(['sample', '--model', {str(run)!r}, '--num', '2', '--steps', '2', '--no-preview'])\n"
+        "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "assert 'PIL' not in sys.modules, 'Pillow was imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "samples.png").is_file()
+
+
+def test_scale_on_arrays_has_no_effect_and_says_so(trained_run, tmp_path) -> None:
+    run, _ = trained_run
+    result = runner.invoke(app, ["sample", "--model", str(run), "--num", "2", "--steps", "2", "--seed", "1", "--scale", "3",
+                                 "--out", str(tmp_path / "a.npz"), "--no-preview"])  # fmt: skip
+    assert result.exit_code == 0 and "warning: --scale has no effect on an .npz" in result.stderr
+    assert npz_images(tmp_path / "a.npz").shape == (2, 28, 28)
+
+
 def test_sample_draws_a_preview_and_respaces(trained_run, tmp_path) -> None:
     run, _ = trained_run
-    result = runner.invoke(app, ["sample", "--model", str(run), "--num", "2", "--steps", "5", "--out", str(tmp_path / "p.png")])
+    result = runner.invoke(app, ["sample", "--model", str(run), "--num", "2", "--steps", "5", "--seed", "0", "--out", str(tmp_path / "p.png")])
     assert result.exit_code == 0, result.output
     assert "▀" in result.stdout and len(result.stdout.splitlines()) == 16  # (2 + 28 + 2) rows / 2
     assert "wrote 2 images" in result.stderr
@@ -137,7 +202,7 @@ def test_sampling_path_does_not_import_torchvision(trained_run) -> None:
     run, _ = trained_run
     code = (
         "import sys\nfrom tinydiff.pipeline import Pipeline\n"
-        f"Pipeline.from_ref({str(run)!r}).sample(1, steps=2)\n"
+        f"Pipeline.from_ref({str(run)!r}).sample(1, steps=2, seed=0)\n"
         "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -149,8 +214,8 @@ def test_sample_as_a_process_ends_without_torch_teardown_and_loses_no_output(tmp
     out = subprocess.run([sys.executable, "-m", "tinydiff", "sample", "a handwritten seven", "--num", "4", "--steps", "2",
                           "--out", "four.png", "--device", "cpu"], capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert decode_png((tmp_path / "four.png").read_bytes()).shape == (2 * 30 + 2, 2 * 30 + 2)  # a 2x2 grid, padding 2
-    assert "wrote 4 images" in out.stderr
+    assert decode_png((tmp_path / "four.png").read_bytes()).shape == (4 * 62, 4 * 62)  # a 2x2 grid, padding 2, 4x
+    assert "wrote 4 images" in out.stderr and "; rerun with --seed " in out.stderr
     preview = out.stdout.splitlines()
     assert len(preview) >= 10 and all("\u2580" in line or line.strip() == "" for line in preview), out.stdout[-300:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["four.png"]  # no temporary file left beside it

@@ -12,15 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinydiff.errors import TinyDiffError
 from tinydiff.images import (
+    DISPLAY_SCALE,
     decode_png,
     encode_png,
     evolution_sheet,
+    grid_shape,
     make_grid,
     render_text,
     save_png,
     step_label,
     terminal_preview,
+    upscale,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -87,6 +91,37 @@ def test_make_grid_single_image_and_no_padding() -> None:
     row = make_grid(constant_images(3, 2, 2), nrow=3, padding=0)
     assert row.shape == (2, 6)
     np.testing.assert_array_equal(row[0], [10, 10, 20, 20, 30, 30])
+
+
+@pytest.mark.parametrize("n, nrow", [(1, None), (5, None), (16, None), (6, 4), (7, 7)])
+def test_grid_shape_is_the_shape_make_grid_makes(n, nrow) -> None:
+    assert grid_shape(n, 5, 7, nrow=nrow, padding=3) == make_grid(constant_images(n, 5, 7), nrow=nrow, padding=3).shape
+
+
+# -- upscaling ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3, DISPLAY_SCALE])
+def test_upscale_makes_each_pixel_a_square_as_pillows_nearest_neighbour_does(scale) -> None:
+    from PIL import Image
+
+    image = np.random.default_rng(scale).integers(0, 256, size=(5, 7), dtype=np.uint8)
+    big = upscale(image, scale)
+    assert big.shape == (5 * scale, 7 * scale) and big.dtype == np.uint8
+    np.testing.assert_array_equal(big, np.kron(image, np.ones((scale, scale), dtype=np.uint8)))
+    pillow = Image.fromarray(image).resize((7 * scale, 5 * scale), Image.Resampling.NEAREST)
+    np.testing.assert_array_equal(big, np.asarray(pillow))
+
+
+def test_the_display_scale_makes_the_default_grid_big_enough_to_see() -> None:
+    assert DISPLAY_SCALE == 4
+    assert upscale(make_grid(constant_images(16, 28, 28)), DISPLAY_SCALE).shape == (488, 488)
+
+
+@pytest.mark.parametrize("scale", [0, -1, 1.5, True])
+def test_upscale_refuses_a_scale_that_is_not_a_whole_number_from_1(scale) -> None:
+    with pytest.raises(TinyDiffError, match="scale must be a whole number, 1 or more"):
+        upscale(np.zeros((2, 2), dtype=np.uint8), scale)
 
 
 # -- PNG ------------------------------------------------------------------------------
@@ -169,6 +204,17 @@ def test_render_text_draws_the_glyph() -> None:
     two = render_text("11", scale=1)
     assert (two[:, 3] == 0).all(), "a blank column between glyphs"
     np.testing.assert_array_equal(two[:, :3], two[:, 4:])
+
+
+def test_render_text_draws_capitals_and_punctuation_each_one_distinct() -> None:
+    chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZ./-=:0123456789k"
+    glyphs = {ch: render_text(ch, scale=1).tobytes() for ch in chars}
+    assert len(set(glyphs.values())) == len(chars), "no two characters look alike"
+    assert all(render_text(ch, scale=1).any() for ch in chars)
+    label = render_text("STEP 3/10  SIGMA 2.35", scale=1)
+    assert label.shape == (5, 4 * 21 - 1)
+    np.testing.assert_array_equal(label[:, 0:3], render_text("S", scale=1))
+    np.testing.assert_array_equal(label[:, 4 * 5 : 4 * 5 + 3], render_text("3", scale=1))
 
 
 def test_render_text_unknown_characters_are_blank() -> None:

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import read_npz
+from conftest import read_gif, read_npz
 from typer.testing import CliRunner
 
 from tinydiff.checkpoint import ModelFolderConfig, load_model_folder, save_model_folder
@@ -201,11 +201,21 @@ def test_prompts_file_gives_num_images_per_prompt_one_row_each(text_run, tmp_pat
     (tmp_path / "p.txt").write_text("a handwritten seven\n\nThe digit 3.\n")
     out = tmp_path / "grid.png"
     result = runner.invoke(app_(), ["sample", "--prompts-file", str(tmp_path / "p.txt"), "--model", str(text_run),
-                                    "--num", "3", "--steps", "5", "--out", str(out), "--no-preview"])  # fmt: skip
+                                    "--num", "3", "--steps", "5", "--seed", "4", "--out", str(out), "--no-preview"])  # fmt: skip
     assert result.exit_code == 0, result.output
     from tinydiff.images import decode_png
 
-    assert decode_png(out.read_bytes()).shape == (2 + 2 * 30, 2 + 3 * 30)
+    assert decode_png(out.read_bytes()).shape == (4 * (2 + 2 * 30), 4 * (2 + 3 * 30))  # one row per prompt, 4x
+    with_gif = runner.invoke(app_(), ["sample", "--prompts-file", str(tmp_path / "p.txt"), "--model", str(text_run),
+                                      "--num", "3", "--steps", "5", "--seed", "4", "--scale", "1", "--out", str(out),
+                                      "--gif", str(tmp_path / "rows.gif"), "--no-preview"])  # fmt: skip
+    assert with_gif.exit_code == 0, with_gif.output
+    from tinydiff.animation import CELL_GAP, label_height
+
+    frames, _ = read_gif((tmp_path / "rows.gif").read_bytes())
+    assert len(frames) == 6 and frames.shape[1] == label_height(1) + CELL_GAP + 2 * (28 + CELL_GAP), "one row per prompt"
+    np.testing.assert_array_equal(frames[-1, label_height(1) + CELL_GAP :][:28, CELL_GAP : CELL_GAP + 28],
+                                  decode_png(out.read_bytes())[2:30, 2:30])  # fmt: skip
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe a seven")
     bad = runner.invoke(app_(), ["sample", "--prompts-file", str(tmp_path / "bad.txt"), "--model", str(text_run)])
     assert bad.exit_code == 1 and "not UTF-8" in bad.stderr

@@ -4,8 +4,9 @@ Importing this package is cheap (no torch): the command line's ``--help`` and
 ``--version`` stay fast. The heavy pieces load on first use::
 
     from tinydiff import Pipeline
-    pipe = Pipeline.from_ref("runs/my-run")
-    images = pipe.sample(16, seed=0)        # uint8 tensor [16, 28, 28]
+    pipe = Pipeline.from_ref()                        # the bundled model; or "runs/my-run"
+    out = pipe("a handwritten seven", num_images=4)   # out.images: uint8 tensor [4, 28, 28]; out.seed
+    images = pipe.sample(16, seed=0)                  # the tensor alone
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """A loaded model ready to sample: the Python API behind ``tinydiff sample`` and ``tinydiff eval``.
 
     from tinydiff import Pipeline
-    pipe = Pipeline.from_ref("runs/first")              # run dir, model folder or bundled name
-    images = pipe.sample(16, seed=0)                     # uint8 [16, 28, 28], the default sampler
+    pipe = Pipeline.from_ref()                           # the bundled model; or a run dir or model folder
+    out = pipe("a handwritten seven", num_images=4)      # out.images: uint8 [4, 28, 28]; out.seed draws them again
+    images = pipe.sample(16, seed=0)                     # the tensor alone; the same seed, the same images
 
 ``Pipeline`` owns the sampling policy: the defaults (``pipe.defaults``, a
 :class:`~tinydiff.config.SamplingOptions`) are filled in here and nowhere else, and
@@ -12,6 +13,7 @@ warnings.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +24,7 @@ from .config import SamplingOptions
 from .data import to_uint8
 from .diffusion import EpsilonPredictor
 from .errors import TinyDiffError
+from .outputs import PipelineOutput, Trajectory, TrajectoryRecorder
 from .plugins import get_sampler
 from .prompts import check_prompt
 from .schedules import NoiseSchedule
@@ -42,6 +45,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def fresh_seed() -> int:
+    """A seed from the operating system's randomness, in [0, 2**31): what ``seed=None`` draws."""
+    return secrets.randbelow(2**31)
+
+
+def for_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` on ``device``, in that device's memory layout: NHWC on the CPU, PyTorch's default elsewhere.
+
+    NHWC convolutions take 20% less time per step on a 2-core CPU (docs/performance.md, command-line
+    latency); the layout is fixed per device, so the same seed still gives the same images.
+    """
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    return model.to(device=device, memory_format=layout)
+
+
 class Pipeline:
     """A network, its noise schedule and its objective, as saved in one model folder, and how to sample it."""
 
@@ -52,17 +70,48 @@ class Pipeline:
         self.device = next(model.parameters()).device
         self.schedule = NoiseSchedule.from_config(config.schedule)
         self.defaults = SamplingOptions()
+        self.last_seed: int | None = None  # the seed of the latest sample, drawn or given
 
     @classmethod
-    def from_ref(cls, ref: str | None = None, *, device: str = "cpu") -> "Pipeline":
-        """Load a run directory (its newest checkpoint), a model folder, or a bundled model (``None``: the default)."""
+    def from_ref(cls, ref: str | None = None, *, device: str = "auto") -> "Pipeline":
+        """Load a run directory (its newest checkpoint), a model folder, or a bundled model (``None``: the default).
+
+        ``device="auto"`` picks CUDA, then MPS, then the CPU, as the command line does.
+        """
         folder = resolve_model_ref(ref)
-        config, model = load_model_folder(folder, device=resolve_device(device))
-        if next(model.parameters()).device.type == "cpu":
-            # NHWC convolutions: 20% less time per step on a 2-core CPU (docs/performance.md, command-line
-            # latency); the layout is fixed per device, so the same seed still gives the same images
-            model = model.to(memory_format=torch.channels_last)
-        return cls(config, model, path=folder)
+        target = resolve_device(device)
+        config, model = load_model_folder(folder, device=target)
+        return cls(config, for_device(model, target), path=folder)
+
+    def to(self, device: str | torch.device) -> "Pipeline":
+        """Move the model to ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``); returns this pipeline."""
+        target = resolve_device(device) if isinstance(device, str) else device
+        self.model = for_device(self.model, target)
+        self.device = next(self.model.parameters()).device
+        return self
+
+    def __repr__(self) -> str:
+        """The model, its text encoder, where it runs and how it samples by default, one line each."""
+        cfg, d = self.config, self.defaults
+        parameters = sum(p.numel() for p in self.model.parameters())
+        text = "none (unconditional)"
+        if cfg.model.text is not None:
+            tokenizer = getattr(getattr(self.model, "text_encoder", None), "tokenizer", None)
+            words = f", {tokenizer.vocab_size} tokens" if tokenizer is not None else ""
+            text = (f"{cfg.model.text.encoder}, {cfg.model.text.layers} layers of width {cfg.model.text.dim}{words}, "
+                    f"prompts up to {cfg.model.text.max_length - 1} words")  # fmt: skip
+        steps = f"{d.steps} steps" if d.steps else "its own steps"
+        interval = "every step" if d.guidance_interval is None else "sigma in ({:g}, {:g}]".format(*d.guidance_interval)
+        rows = {
+            "model": f"UNet, {parameters / 1e6:.2f}M parameters, {cfg.model.image_size}x{cfg.model.image_size} images",
+            "text": text,
+            "diffusion": f"{cfg.schedule.name} schedule, T = {cfg.schedule.num_timesteps}, predicts {cfg.diffusion.objective}",
+            "device": str(self.device),
+            "defaults": f"{d.sampler} sampler, {steps}, guidance {d.guidance:g} at {interval}",
+            "path": str(self.path) if self.path else "none (built in memory)",
+        }
+        name = self.path.name if self.path else "in memory"
+        return f"Pipeline({name})\n" + "\n".join(f"  {key:10s} {value}" for key, value in rows.items())
 
     @property
     def is_text_model(self) -> bool:
@@ -98,24 +147,30 @@ class Pipeline:
         self,
         num: int,
         *,
-        prompts: list[str] | None = None,
-        seed: int = 0,
+        prompts: list[str] | str | None = None,
+        seed: int | None = None,
         sampler: str | None = None,
         steps: int | None = None,
         guidance: float | None = None,
         guidance_interval: tuple[float, float] | str | None = None,
+        trajectory: bool = False,
         callback: Callable[[dict[str, Any]], None] | None = None,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | Trajectory:
         """Draw ``num`` images as uint8 ``[num, H, W]``; the same seed gives the same images on CPU.
 
-        ``prompts`` (one per image; "" is unconditional) need a text model. Every option left
-        at None takes ``self.defaults``: the sampler and its steps, the classifier-free guidance
-        weight (Ho & Salimans 2022; 1 for none) and the noise levels (sigma bounds) where
-        guidance applies (``"all"``: every step).
+        ``prompts`` (one per image, or one string for all; "" is unconditional) need a text model.
+        ``seed=None`` draws a fresh seed, kept in ``self.last_seed`` (``pipe(...)`` returns it with
+        the images). Every option left at None takes ``self.defaults``: the sampler and its steps,
+        the classifier-free guidance weight (Ho & Salimans 2022; 1 for none) and the noise levels
+        (sigma bounds) where guidance applies (``"all"``: every step). ``trajectory=True`` returns a
+        :class:`~tinydiff.outputs.Trajectory` instead: x_t and the predicted x_0 at every step,
+        the images as its ``.images``.
         """
         opts = self.options(sampler=sampler, steps=steps, guidance=guidance, guidance_interval=guidance_interval)
         cfg = self.config.model
         context = uncond = None
+        if isinstance(prompts, str):
+            prompts = [prompts] * num
         if prompts is not None:
             prompts = self.check_prompts(prompts)
             if len(prompts) != num:
@@ -124,10 +179,50 @@ class Pipeline:
             uncond = self.model.encode_text([""] * num)
         elif self.is_text_model:  # no prompt: the unconditional prompt, encoded once rather than every step
             context = self.model.encode_text([""] * num)
-        generator = torch.Generator(self.device).manual_seed(seed)
+        self.last_seed = fresh_seed() if seed is None else seed
+        generator = torch.Generator(self.device).manual_seed(self.last_seed)
         x_T = torch.randn((num, cfg.in_channels, cfg.image_size, cfg.image_size), generator=generator, device=self.device)
         predict_eps = EpsilonPredictor(self.model, self.schedule, objective=self.config.diffusion.objective,
                                        context=context, uncond_context=uncond, guidance=opts.guidance,
                                        guidance_interval=opts.guidance_interval)  # fmt: skip
-        x0 = get_sampler(opts.sampler)(predict_eps, x_T, self.schedule, steps=opts.steps, generator=generator, callback=callback)
-        return to_uint8(x0)
+        recorder = TrajectoryRecorder(x_T, self.schedule, then=callback) if trajectory else None
+        x0 = get_sampler(opts.sampler)(predict_eps, x_T, self.schedule, steps=opts.steps, generator=generator,
+                                       callback=recorder or callback)  # fmt: skip
+        return recorder.trajectory() if recorder is not None else to_uint8(x0)
+
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        *,
+        num_images: int = 1,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        guidance_interval: tuple[float, float] | str | None = None,
+        trajectory: bool = False,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> PipelineOutput:
+        """``num_images`` images of a prompt, or of each prompt in a list (one grid row each); None: unconditional.
+
+        The notebook way in: returns a :class:`~tinydiff.outputs.PipelineOutput` with the images
+        (a uint8 tensor, PIL images, a grid Jupyter shows inline), the prompts and the seed;
+        ``seed=None`` draws a fresh one. The options are :meth:`sample`'s.
+        """
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+            raise TinyDiffError(f"num_images must be a whole number, 1 or more, got {num_images!r}")
+        asked = [prompt] if isinstance(prompt, str) else prompt
+        if asked is not None and not asked:
+            raise TinyDiffError("got an empty list of prompts; give at least one, or None for unconditional images")
+        prompts = None if asked is None else [p for p in self.check_prompts(asked) for _ in range(num_images)]
+        drawn = self.sample(len(prompts) if prompts is not None else num_images, prompts=prompts, seed=seed,
+                            sampler=sampler, steps=steps, guidance=guidance, guidance_interval=guidance_interval,
+                            trajectory=trajectory, callback=callback)  # fmt: skip
+        path = drawn if isinstance(drawn, Trajectory) else None
+        return PipelineOutput(
+            images=path.images if path is not None else drawn,
+            prompts=prompts,
+            seed=self.last_seed,
+            nrow=num_images if asked is not None and len(asked) > 1 else None,
+            trajectory=path,
+        )

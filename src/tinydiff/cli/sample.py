@@ -1,4 +1,4 @@
-"""``tinydiff sample``: draw images from a model and write a grid, a folder of PNGs or an .npz."""
+"""``tinydiff sample``: draw images from a model and write a grid, a folder of PNGs or an .npz, and the denoising GIF."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 
 from ..config import SamplingOptions, parse_guidance_interval
 from ..errors import TinyDiffError
+from ..images import DISPLAY_SCALE
 from .output import allow_fast_exit, console, err_console, handles_errors, importing_torch, warning_line
 
 
@@ -21,6 +22,15 @@ class OutputPlan:
 
     kind: str  # "grid", "npz" or "folder"
     path: Path
+
+
+def check_parent(option: str, value: str, path: Path) -> None:
+    """The folder a file option writes into must exist and be writable."""
+    parent = path.parent
+    if not parent.is_dir():
+        raise TinyDiffError(f"{option} {value!r}: directory {str(parent)!r} does not exist; create it or choose another path")
+    if not os.access(parent, os.W_OK):
+        raise TinyDiffError(f"{option} {value!r}: directory {str(parent)!r} is not writable")
 
 
 def plan_output(out: str) -> OutputPlan:
@@ -38,12 +48,37 @@ def plan_output(out: str) -> OutputPlan:
             f"--out {out!r} has an unsupported extension; use a .png file (one grid), "
             "a .npz file, or a directory ending in '/' (one PNG per image)"
         )
-    parent = path.parent
-    if not parent.is_dir():
-        raise TinyDiffError(f"--out {out!r}: directory {str(parent)!r} does not exist; create it or choose another path")
-    if not os.access(parent, os.W_OK):
-        raise TinyDiffError(f"--out {out!r}: directory {str(parent)!r} is not writable")
+    check_parent("--out", out, path)
     return OutputPlan(kinds[suffix], path)
+
+
+def plan_gif(gif: str) -> Path:
+    """``--gif``: a ``.gif`` file in a writable folder."""
+    path = Path(gif).expanduser()
+    if path.suffix.lower() != ".gif":
+        raise TinyDiffError(f"--gif {gif!r} must name a .gif file, for example --gif denoising.gif")
+    check_parent("--gif", gif, path)
+    return path
+
+
+# The largest .png grid written: 4096 images at the default scale (59 megapixels) fit, a 1 GB one does not
+MAX_GRID_PIXELS = 1 << 26
+
+
+def check_picture_sizes(plan: OutputPlan, gif: Path | None, *, total: int, size: int, nrow: int | None, scale: int) -> None:
+    """Refuse a grid or an animation too large to hold in memory, before any sampling."""
+    from ..images import grid_shape
+
+    height, width = grid_shape(total, size * scale, size * scale, nrow=nrow, padding=2 * scale)
+    if plan.kind == "grid" and height * width > MAX_GRID_PIXELS:
+        raise TinyDiffError(
+            f"--scale {scale} would make the grid of {total} images {width} x {height} pixels, more than "
+            f"{MAX_GRID_PIXELS / 1e6:.0f} megapixels; lower --scale or --num"
+        )
+    if gif is not None:
+        from ..animation import check_frame_size
+
+        check_frame_size(total, size, size, nrow=nrow, scale=scale)
 
 
 def read_prompts_file(path: Path) -> list[str]:
@@ -60,18 +95,22 @@ def read_prompts_file(path: Path) -> list[str]:
     return prompts
 
 
-def write_output(plan: OutputPlan, images: Any, *, nrow: int | None = None, prompts: list[str] | None = None) -> None:
-    """Write uint8 ``[N, H, W]`` images as the plan says, never leaving a half-written file."""
+def write_output(
+    plan: OutputPlan, images: Any, *, seed: int, nrow: int | None = None, prompts: list[str] | None = None, scale: int = DISPLAY_SCALE
+) -> None:
+    """Write uint8 ``[N, H, W]`` images as the plan says (a grid upscaled ``scale`` times), never leaving a half-written file."""
     import numpy as np
 
     from ..files import write_atomic, write_files_atomic, write_folder_atomic
-    from ..images import encode_png, make_grid, save_png
+    from ..images import encode_png, make_grid, save_png, upscale
 
     if plan.kind == "grid":
-        save_png(plan.path, make_grid(images, nrow=nrow))
+        save_png(plan.path, upscale(make_grid(images, nrow=nrow), scale))
     elif plan.kind == "npz":
         buffer = io.BytesIO()
-        arrays = {"images": images} | ({"prompts": np.array(prompts, dtype=np.str_)} if prompts is not None else {})
+        arrays = {"images": images, "seed": np.int64(seed)}
+        if prompts is not None:
+            arrays["prompts"] = np.array(prompts, dtype=np.str_)
         np.savez(buffer, **arrays)
         write_atomic(plan.path, buffer.getvalue())
     else:  # one PNG each: all of them appear, or none does
@@ -92,8 +131,10 @@ def sample_command(
     num: int = typer.Option(16, "--num", min=1, max=4096, help="How many images (for each prompt)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help=f"Sampler name (default: {DEFAULTS.sampler}, chosen by measurement; see docs/cli.md)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampler steps (default: the sampler's: ddpm all T, ddim 50, dpm++ 10)."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Same seed, same images (on CPU)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Same seed, same images (on CPU); default: a fresh seed, printed."),
     out: str = typer.Option("samples.png", "--out", help="*.png grid, *.npz arrays, or a directory/ of PNGs."),
+    gif: Optional[str] = typer.Option(None, "--gif", help="Also write the denoising as an animated GIF: x_t beside the predicted image, step by step."),
+    scale: Optional[int] = typer.Option(None, "--scale", min=1, max=16, help=f"Upscale the .png grid and the --gif K times, pixels kept square (default {DISPLAY_SCALE})."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps (same seed, same images on CPU)."),
     no_preview: bool = typer.Option(False, "--no-preview", help="Do not draw the grid in the terminal."),
 ) -> None:
@@ -103,6 +144,7 @@ def sample_command(
         raise TinyDiffError("give either PROMPT or --prompts-file, not both")
     asked = read_prompts_file(prompts_file) if prompts_file is not None else ([prompt] if prompt is not None else None)
     plan = plan_output(out)
+    gif_path = plan_gif(gif) if gif is not None else None
 
     with importing_torch():
         from ..pipeline import Pipeline
@@ -117,6 +159,10 @@ def sample_command(
         raise TinyDiffError(f"{total} images asked for ({num} for each of {len(asked or [])} prompts); 4096 at most")
     if (guidance is not None or guidance_interval is not None) and prompts is None:
         warning_line("--guidance and --guidance-interval have no effect without a prompt")
+    nrow = num if asked is not None and len(asked) > 1 else None  # one grid row per prompt
+    check_picture_sizes(plan, gif_path, total=total, size=pipe.config.model.image_size, nrow=nrow, scale=scale or DISPLAY_SCALE)
+    if scale is not None and plan.kind != "grid" and gif_path is None:
+        warning_line("--scale has no effect on an .npz or a folder of PNGs, which keep the model's pixels; it scales a .png grid and --gif")
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -129,11 +175,11 @@ def sample_command(
         def on_step(info: dict[str, Any]) -> None:
             progress.update(task, completed=info["i"], total=info["total"])
 
-        images = pipe.sample(total, prompts=prompts, seed=seed, sampler=sampler, steps=steps, guidance=guidance,
-                             guidance_interval=interval, callback=on_step)  # fmt: skip
-    images = images.numpy()
-    nrow = num if asked is not None and len(asked) > 1 else None  # one grid row per prompt
-    write_output(plan, images, nrow=nrow, prompts=prompts)
+        drawn = pipe.sample(total, prompts=prompts, seed=seed, sampler=sampler, steps=steps, guidance=guidance,
+                            guidance_interval=interval, trajectory=gif_path is not None, callback=on_step)  # fmt: skip
+    trajectory = drawn if gif_path is not None else None
+    images = (trajectory.images if trajectory is not None else drawn).numpy()
+    write_output(plan, images, seed=pipe.last_seed, nrow=nrow, prompts=prompts, scale=scale or DISPLAY_SCALE)
     if not no_preview:
         from ..images import make_grid, terminal_preview
 
@@ -141,4 +187,9 @@ def sample_command(
             console.print(line)
     what = {"grid": "a grid", "npz": "an .npz", "folder": "one PNG each"}[plan.kind]
     err_console.print(f"wrote {total} images ({what}) to {plan.path}")
+    if trajectory is not None:
+        trajectory.save_gif(gif_path, nrow=nrow, scale=scale or DISPLAY_SCALE)
+        err_console.print(f"wrote the denoising, {trajectory.steps} steps, to {gif_path}")
+    if seed is None:
+        err_console.print(f"seed {pipe.last_seed}; rerun with --seed {pipe.last_seed} for the same images")
     allow_fast_exit()  # every file is written and closed
