@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__
+from .checkpoint import is_model_folder
 from .files import parse_step_name, step_name, write_json
 from .images import decode_png, evolution_sheet, make_grid, save_png
 from .trackers import METRICS, RunTrackers, read_metrics
@@ -113,10 +114,10 @@ def list_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def is_run_dir(path: str | Path) -> bool:
-    """A run directory: a folder with the run's ``config.json`` or a ``checkpoints/`` folder (not a model folder)."""
+    """A run directory: a folder, not a model folder, with the run's ``config.json`` or a ``checkpoints/`` folder."""
     path = Path(path)
-    return path.is_dir() and ((path / RUN_CONFIG).is_file() and not (path / "model.safetensors").is_file()
-                              or (path / "checkpoints").is_dir())  # fmt: skip
+    has_run_files = (path / RUN_CONFIG).is_file() or (path / "checkpoints").is_dir()
+    return path.is_dir() and not is_model_folder(path) and has_run_files
 
 
 def find_runs(folder: str | Path, *, depth: int = 2) -> list[Path]:
