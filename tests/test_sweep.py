@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,32 @@ def test_the_shipped_examples_load(name, variants) -> None:
     sweep = load_sweep(REPO / "examples" / name)
     assert [v.name for v in sweep.variants] == variants
     assert len({v.config.train.steps for v in sweep.variants}) == 1, "one budget for all"
+
+
+def test_the_sweep_command_lists_trains_evaluates_and_compares(tmp_path, data_dir, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from tinydiff.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "250"})
+    monkeypatch.chdir(tmp_path)
+    path = write_tiny_sweep(tmp_path, TINY_SWEEP.replace("steps = 10", "steps = 5", 1).replace("eval_every = 5\n", ""))
+    dry = runner.invoke(app, ["sweep", str(path), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "2 variants of stage3 (steps 5) into runs/tiny-sweep" in dry.stdout
+    assert "schedule.name 'linear' -> 'cosine'" in dry.stdout and "nothing (the base)" in dry.stdout
+    assert not (tmp_path / "runs").exists(), "a dry run writes nothing"
+
+    result = runner.invoke(app, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    out = Path("runs") / "tiny-sweep"  # the default --out, beside the working directory
+    for name in ("linear", "cosine"):
+        assert f"{name}: training 0." in result.stderr and f"into {out / name}" in result.stderr
+        assert re.search(rf"{name}: MNIST-FD [\d.]+ \([\d.]+x the floor\), confidence", result.stderr)
+    assert "sweep" in result.stderr and "2/2 variants trained" in result.stderr, "one overall progress display"
+    assert "schedule.name" in result.stdout and "5/5" in result.stdout, "the comparison table"
+    assert (out / "report.html").is_file() and f"report in {out / 'report.html'}" in result.stderr
+
+    again = runner.invoke(app, ["sweep", str(path)])
+    assert again.exit_code == 0, again.output
+    assert again.stderr.count("trained already, kept") == 2 and ": training" not in again.stderr

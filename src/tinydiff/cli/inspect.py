@@ -161,10 +161,10 @@ def inspect_command(
     if "run_dir" in info:
         table.add_row("run", info["run_dir"])
         table.add_row("preset", _fmt(info["preset"]))
-        behind = info["checkpoint_step"] != info["step"]
+        saved = info["checkpoint_step"]
+        behind = "" if saved == info["step"] else " (no checkpoint yet)" if saved is None else f" (newest checkpoint: step {saved})"
         table.add_row("progress", f"step {info['step']} of {_fmt(info['steps'])}, loss {_fmt(info['loss'])}, "
-                      f"{_fmt(info['img_per_s'])} img/s" + (f" (newest checkpoint: step {_fmt(info['checkpoint_step'])})"
-                                                            if behind else ""))  # fmt: skip
+                      f"{_fmt(info['img_per_s'])} img/s{behind}")  # fmt: skip
         table.add_row("checkpoints", str(len(info["checkpoints"])) + (f" (newest {info['checkpoints'][-1]})" if info["checkpoints"] else ""))
         for e in info["eval"][-5:]:
             acc = f"prompt accuracy {e['eval_accuracy']:.1%}, " if "eval_accuracy" in e else ""
