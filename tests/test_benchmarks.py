@@ -75,7 +75,6 @@ def test_gpu_throughput_without_a_gpu_fails_loudly(tmp_path: Path) -> None:
 
 
 def test_quality_vs_steps_smoke(tmp_path: Path, tiny_text_model: Path) -> None:
-    pytest.importorskip("matplotlib")
     done = run_bench("quality_vs_steps.py", "--smoke", "--model", str(tiny_text_model), "--out", str(tmp_path / "q"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "q" / "results.json").read_text())
