@@ -41,6 +41,7 @@ from .files import write_json
 from .tracking import EVAL, RUN_CONFIG
 
 SWEEP_STATE = "sweep.json"
+REPORT = "report.html"  # the comparison `tinydiff sweep` writes beside the runs
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 Callback = Callable[[dict[str, Any]], None]
 
@@ -167,6 +168,7 @@ def _variant_tables(spec: SweepFile) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _changes(base: Config, config: Config) -> dict[str, tuple[Any, Any]]:
+    """Every dotted config key whose value differs from the base: key -> (the base's value, the variant's)."""
     before, after = flat_config(base.model_dump(mode="json")), flat_config(config.model_dump(mode="json"))
     return {k: (before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)}
 
@@ -217,7 +219,7 @@ def load_sweep(path: str | Path, *, device: str | None = None, data_dir: str | N
     base = resolve(f"sweep file {str(path)!r}", None, {})
     variants, seen = [], set()
     for name, overrides in _variant_tables(spec):
-        if not _VARIANT_NAME.match(name) or name == SWEEP_STATE:
+        if not _VARIANT_NAME.match(name) or name in (SWEEP_STATE, REPORT):
             raise TinyDiffError(f"variant name {name!r} is not a folder name; use letters, digits, '.', '_', '+', '-'")
         if name in seen:
             raise TinyDiffError(f"two variants are named {name!r}; give each variant its own name")

@@ -107,7 +107,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
-    """The runs in a folder of runs and in its subfolders (a sweep's), newest logged step and loss first-class."""
+    """A row for each run in a folder of runs and in its subfolders (a sweep's): preset, newest logged step and loss."""
     runs = []
     for run in find_runs(root):
         info = describe_run(run)

@@ -26,7 +26,9 @@ def sweep_command(
     from rich.table import Table
 
     with importing_torch():
-        from ..sweep import load_sweep, run_sweep, trained_variants, variant_status
+        import torch  # noqa: F401  (checking the variants builds their networks)
+
+        from ..sweep import REPORT, load_sweep, run_sweep, trained_variants, variant_status
 
     sweep = load_sweep(sweep_file, device=device, data_dir=data_dir)  # every variant resolved and checked, nothing written
     out = out or Path("runs") / sweep_file.stem
@@ -51,9 +53,9 @@ def sweep_command(
     comparison = compare_runs([out / v.name for v in sweep.variants])
     print_comparison(comparison)
     with err_console.status("drawing samples and plots for the report"):
-        write_report(comparison, out / "report.html", device=sweep.base.train.device)
-    err_console.print(f"done: {len(sweep.variants)} runs in {out}; report in {out / 'report.html'}")
-    err_console.print(f"next: tinydiff compare {out} --out comparison.html")
+        write_report(comparison, out / REPORT, device=sweep.base.train.device)
+    err_console.print(f"done: {len(sweep.variants)} runs in {out}; report in {out / REPORT}")
+    err_console.print(f"next: tinydiff sample --model {out / sweep.variants[0].name}, or tinydiff compare {out} OTHER_RUNS")
 
 
 class SweepProgress:
