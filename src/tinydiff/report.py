@@ -137,9 +137,10 @@ def render_html(
         parts.append("</div>")
     sheets = [(run["name"], Path(run["evolution"]).read_bytes()) for run in comparison["runs"] if run["evolution"]]
     if sheets:
-        parts.append("<h2>Evolution: the snapshots of each run, same noise every time</h2>")
+        parts.append('<h2>Evolution: the snapshots of each run, same noise every time</h2><div class="row">')
         parts += [f"<figure>{_img(data, f'evolution of {name}', width=2 * decode_png(data).shape[1], pixelated=True)}"
                   f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, data in sheets]  # fmt: skip
+        parts.append("</div>")
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>TinyDiff comparison</title>'
         f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
