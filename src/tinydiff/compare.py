@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from .checkpoint import list_checkpoints
 from .config import flat_config
 from .errors import TinyDiffError
-from .sweep import SWEEP_STATE
+from .sweep import recorded_variants
 from .tracking import EVAL, RUN_CONFIG, find_runs, is_run_dir, read_metrics
 
 
@@ -29,12 +29,8 @@ def collect_runs(refs: Sequence[str | Path]) -> list[Path]:
         if not path.exists():
             raise TinyDiffError(f"{str(ref)!r} does not exist; pass run directories or a folder of runs (a sweep's --out)")
         found = [path] if is_run_dir(path) else find_runs(path)
-        if (path / SWEEP_STATE).is_file():  # a sweep: its variants in the sweep file's order, then anything else
-            try:
-                order = [v["name"] for v in json.loads((path / SWEEP_STATE).read_text(encoding="utf-8"))["variants"]]
-            except (OSError, ValueError, KeyError, TypeError):
-                order = []
-            found.sort(key=lambda run: order.index(run.name) if run.parent == path and run.name in order else len(order))
+        order = [v["name"] for v in recorded_variants(path)]  # a sweep: its variants in the sweep file's order
+        found.sort(key=lambda run: order.index(run.name) if run.parent == path and run.name in order else len(order))
         if not found:
             raise TinyDiffError(f"{str(ref)!r} holds no run directory (config.json or checkpoints/); is it the right folder?")
         runs += [run for run in found if run.resolve() not in {r.resolve() for r in runs}]

@@ -282,12 +282,15 @@ def _write_state(sweep: Sweep, out: Path, trained: dict[str, Any]) -> None:
     })  # fmt: skip
 
 
-def trained_variants(out: str | Path) -> dict[str, Any]:
-    """What ``sweep.json`` in ``out`` says finished training: name -> {step, steps, max_minutes} (empty for no sweep)."""
+def recorded_variants(out: str | Path) -> list[dict[str, Any]]:
+    """The variants ``sweep.json`` in ``out`` lists, in order: name, changes, trained (none when ``out`` is no sweep)."""
     out = Path(out)
-    if not (out / SWEEP_STATE).is_file():
-        return {}
-    return {v["name"]: v["trained"] for v in _read_state(out).get("variants", []) if v.get("trained")}
+    return _read_state(out).get("variants", []) if (out / SWEEP_STATE).is_file() else []
+
+
+def trained_variants(out: str | Path) -> dict[str, Any]:
+    """What ``sweep.json`` in ``out`` says finished training: name -> {step, steps, max_minutes}."""
+    return {v["name"]: v["trained"] for v in recorded_variants(out) if v.get("trained")}
 
 
 def variant_status(variant: Variant, out: Path, trained: dict[str, Any], settings: EvalSettings) -> str:

@@ -168,10 +168,6 @@ class RunTrackers:
             except Exception as exc:  # a third party's tracker that cannot even be made: before training, an error
                 raise TinyDiffError(f"tracker {name!r} could not be created: {type(exc).__name__}: {exc}") from None
 
-    @property
-    def names(self) -> list[str]:
-        return [name for name, _ in self.active]
-
     def _each(self, what: str, call: Any) -> None:
         for name, tracker in list(self.active):
             if name == RECORD:

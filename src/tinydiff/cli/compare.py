@@ -14,6 +14,8 @@ from .output import console, err_console, handles_errors, importing_torch
 
 def print_comparison(comparison: dict[str, Any]) -> None:
     """The comparison table on stdout: the config keys that differ, then the figures."""
+    from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 
     from ..compare import table
@@ -22,7 +24,11 @@ def print_comparison(comparison: dict[str, Any]) -> None:
     shown = Table(*header, title="the config keys that differ, then each run's figures" if comparison["differs"] else None)
     for row in rows:
         shown.add_row(*row)
-    console.print(shown)
+    if console.is_terminal:  # a terminal wraps the table to fit
+        console.print(shown)
+    else:  # a file or a pipe gets it whole, one line a run
+        whole = Measurement.get(console, console.options.update_width(10_000), shown).maximum
+        Console(highlight=False, soft_wrap=True, width=whole).print(shown)
 
 
 def check_report_path(out: Path) -> None:
