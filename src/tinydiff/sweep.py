@@ -300,14 +300,15 @@ def variant_status(variant: Variant, out: Path, trained: dict[str, Any], setting
     run = out / variant.name
     done = trained.get(variant.name)
     tc = variant.config.train
-    if done and (done.get("steps"), done.get("max_minutes")) == (tc.steps, tc.max_minutes):
+    checkpoints = list_checkpoints(run)
+    if done and (done.get("steps"), done.get("max_minutes")) == (tc.steps, tc.max_minutes) and checkpoints:
         try:
             evaluation = json.loads((run / EVAL).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return "trained"
         same = evaluation.get("step") == done.get("step") and evaluation.get("settings") == settings.model_dump(mode="json")
         return "evaluated" if same else "trained"
-    if any((p / STATE_FILE).is_file() for _, p in list_checkpoints(run)):
+    if any((p / STATE_FILE).is_file() for _, p in checkpoints):
         return "resumable"
     return "new"
 
