@@ -156,7 +156,7 @@ def test_version_and_help_do_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'torchvision' not in sys.modules\n"
     )
-    for args in (["--version"], ["--help"], ["train", "--help"], ["sample", "--help"]):
+    for args in (["--version"], ["--help"], ["train", "--help"], ["sample", "--help"], ["sweep", "--help"], ["compare", "--help"]):
         out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
     version = subprocess.run([sys.executable, "-m", "tinydiff", "--version"], capture_output=True, text=True, timeout=60)
