@@ -1,6 +1,5 @@
 """Quality against the number of network evaluations, per sampler, beside 1000-step DDPM.
 
-    pip install -e ".[bench]"                                  # matplotlib, for the plot
     python benchmarks/quality_vs_steps.py                      # the bundled model, 20 images per digit
     python benchmarks/quality_vs_steps.py --model runs/x --num-per-digit 50 --steps 5,10,20,50
     python benchmarks/quality_vs_steps.py --smoke              # seconds: checks the plumbing
@@ -37,13 +36,10 @@ def evaluate(pipe: Any, sampler: str, steps: int | None, args: argparse.Namespac
 
 
 def plot(rows: list[dict[str, Any]], reference: dict[str, Any], path: Path, title: str) -> None:
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        fail('matplotlib is not installed; it is a benchmark-only extra: pip install -e ".[bench]"')
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for sampler in dict.fromkeys(r["sampler"] for r in rows):
         mine = [r for r in rows if r["sampler"] == sampler]

@@ -116,3 +116,58 @@ sample_steps = 5
 """
     )
     return path
+
+
+TINY_SWEEP = """
+preset = "stage3"
+steps = 10
+
+[model]
+base_channels = 16
+channel_mult = [1, 2]
+num_res_blocks = 1
+attention_resolutions = [14]
+groups = 4
+heads = 2
+
+[schedule]
+num_timesteps = 50
+
+[train]
+batch_size = 16
+warmup_steps = 5
+log_every = 5
+sample_every = 5
+checkpoint_every = 5
+sample_num = 4
+sample_steps = 5
+device = "cpu"
+eval_every = 5
+eval_num_per_digit = 2
+eval_steps = 2
+
+[grid]
+schedule = ["linear", "cosine"]
+
+[eval]
+num_per_digit = 2
+steps = 2
+"""
+
+
+def write_tiny_sweep(folder: Path, text: str = TINY_SWEEP) -> Path:
+    """A sweep file of two tiny unconditional variants (the linear and cosine schedules), 10 steps each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny-sweep.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, data_dir) -> Path:
+    """The tiny sweep, trained, evaluated and uninterrupted: its folder of runs."""
+    from tinydiff.sweep import load_sweep, run_sweep
+
+    root = tmp_path_factory.mktemp("sweep")
+    run_sweep(load_sweep(write_tiny_sweep(root)), root / "out")
+    return root / "out"

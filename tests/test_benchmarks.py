@@ -75,7 +75,6 @@ def test_gpu_throughput_without_a_gpu_fails_loudly(tmp_path: Path) -> None:
 
 
 def test_quality_vs_steps_smoke(tmp_path: Path, tiny_text_model: Path) -> None:
-    pytest.importorskip("matplotlib")
     done = run_bench("quality_vs_steps.py", "--smoke", "--model", str(tiny_text_model), "--out", str(tmp_path / "q"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "q" / "results.json").read_text())
@@ -129,12 +128,3 @@ def test_every_preset_builds_and_trains_a_step(preset: str, tmp_path: Path, data
     assert trainer.step == 1 and loss > 0 and grad_norm > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
 
-
-def test_milestone_story_smoke(tmp_path: Path) -> None:
-    done = run_bench("milestone_story.py", "--smoke", "--stages", "stage3", "--out", str(tmp_path / "m"),
-                     "--images", str(tmp_path / "img"), cwd=tmp_path)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = json.loads((tmp_path / "m" / "milestones.json").read_text())["rows"]
-    assert [r["stage"] for r in rows] == ["stage3"] and rows[0]["accuracy"] is None  # unconditional
-    assert sum(rows[0]["class_histogram"]) == 20 and "| `stage3` |" in done.stdout
-    assert (tmp_path / "img" / "stage3-evolution.png").is_file() and (tmp_path / "img" / "stage3-final.png").is_file()

@@ -170,6 +170,36 @@ def test_inspect_lists_runs(trained_run, monkeypatch) -> None:
     assert "runs/linked" in table.stdout and "12/12" in table.stdout
 
 
+def test_inspect_shows_the_latest_logged_step_while_a_run_trains(tmp_path, tiny_config, data_dir) -> None:
+    from tinydiff.train import train
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_step_10(event):
+        if event["event"] == "log" and event["step"] == 10:
+            raise Stop  # as if inspected mid-run: metrics at steps 5 and 10, no checkpoint yet
+
+    with pytest.raises(Stop):
+        train(tiny_config(steps=20, checkpoint_every=20, sample_every=20), tmp_path / "run", callback=stop_at_step_10)
+    info = json.loads(runner.invoke(app, ["inspect", str(tmp_path / "run"), "--json"]).stdout)
+    last = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert (info["step"], info["loss"], info["checkpoint_step"]) == (10, last["loss"], None)
+    text = runner.invoke(app, ["inspect", str(tmp_path / "run")], env={"COLUMNS": "200"}).stdout
+    assert f"step 10 of 20, loss {last['loss']:.4g}" in text and "(no checkpoint yet)" in text
+
+
+def test_inspect_lists_a_folder_of_runs_and_the_runs_of_a_sweep(tiny_sweep, tmp_path, monkeypatch) -> None:
+    listed = json.loads(runner.invoke(app, ["inspect", str(tiny_sweep), "--json"]).stdout)
+    assert [r["run_dir"] for r in listed] == [str(tiny_sweep / "cosine"), str(tiny_sweep / "linear")]
+    assert all(r["step"] == 10 and r["steps"] == 10 for r in listed)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "my-sweep").symlink_to(tiny_sweep)
+    nested = json.loads(runner.invoke(app, ["inspect", "--json"]).stdout)
+    assert [r["run_dir"] for r in nested] == ["runs/my-sweep/cosine", "runs/my-sweep/linear"], "./runs and the sweeps in it"
+
+
 def test_resume_extends_a_run(trained_run, tmp_path) -> None:
     run, _ = trained_run
     import shutil
@@ -191,19 +221,20 @@ def test_version_and_help_do_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'torchvision' not in sys.modules\n"
     )
-    for args in (["--version"], ["--help"], ["train", "--help"], ["sample", "--help"]):
+    for args in (["--version"], ["--help"], ["train", "--help"], ["sample", "--help"], ["sweep", "--help"], ["compare", "--help"]):
         out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
     version = subprocess.run([sys.executable, "-m", "tinydiff", "--version"], capture_output=True, text=True, timeout=60)
     assert version.stdout.strip() == f"tinydiff {__version__}"
 
 
-def test_sampling_path_does_not_import_torchvision(trained_run) -> None:
+def test_sampling_path_imports_neither_torchvision_nor_matplotlib(trained_run) -> None:
     run, _ = trained_run
     code = (
         "import sys\nfrom tinydiff.pipeline import Pipeline\n"
         f"Pipeline.from_ref({str(run)!r}).sample(1, steps=2, seed=0)\n"
         "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib (for compare reports) was imported'\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -236,6 +236,23 @@ def _model_is_file(ctx: Ctx) -> list[str]:
     return ["sample", "--model", str(folder / "model.safetensors"), "--no-preview"]
 
 
+def _tensorboard_missing(ctx: Ctx) -> list[str]:
+    import sys
+
+    ctx.monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the package were not installed
+    return ["train", "--preset", "stage1", "--tracker", "tensorboard", "--steps", "1", "--device", "cpu"]
+
+
+SWEEP = 'preset = "stage1"\nsteps = 5\n[variants.a]\n[variants.b]\nschedule = "cosine"\n[variants.c]\ntrain = { lrr = 0.1 }\n'
+
+
+def _sweep_args(text: str, *extra: str) -> Callable[[Ctx], list[str]]:
+    def setup(ctx: Ctx) -> list[str]:
+        return ["sweep", str(_write(ctx, "sweep.toml", text)), *extra]
+
+    return setup
+
+
 CASES = [
     # train: names
     Case("unknown-schedule", fixed(["train", "--schedule", "cosin", "--steps", "1", "--device", "cpu"]),
@@ -292,6 +309,22 @@ CASES = [
     Case("sample-scale-zero", fixed(["sample", "--scale", "0", "--no-preview"]), words("--scale", "1"), code=2),
     Case("sample-guidance-interval-bogus", fixed(["sample", "a 7", "--guidance-interval", "5,1", "--no-preview"]),
          words("--guidance-interval", "LO < HI", "'5,1'")),
+    # train: trackers
+    Case("train-unknown-tracker", fixed(["train", "--preset", "stage1", "--tracker", "tensorbord", "--steps", "1", "--device", "cpu"]),
+         words("unknown tracker 'tensorbord'", "did you mean 'tensorboard'")),
+    Case("train-tensorboard-not-installed", _tensorboard_missing, words("tensorboard", 'pip install "tinydiff[tensorboard]"')),
+    # sweep: every variant is checked before the first one trains
+    Case("sweep-typo-in-third-variant", _sweep_args(SWEEP), words("variant 'c'", "train.lrr", "unknown key")),
+    Case("sweep-unknown-schedule", _sweep_args(SWEEP.replace('"cosine"', '"cosin"')), words("variant 'b'", "unknown schedule 'cosin'")),
+    Case("sweep-no-budget", _sweep_args(SWEEP.replace("steps = 5\n", "")), words("no budget", "steps = N")),
+    Case("sweep-unknown-key", _sweep_args("stepz = 5\n" + SWEEP), words("sweep.toml", "stepz", "unknown key")),
+    Case("sweep-file-missing", fixed(["sweep", "nope.toml"]), words("nope.toml", "does not exist")),
+    Case("sweep-out-not-a-sweep", lambda ctx: _sweep_args(SWEEP.replace("lrr", "lr"), "--out", str(_write(ctx, "notes.txt", "x").parent))(ctx),
+         words("not a sweep folder")),
+    # compare
+    Case("compare-nonexistent", fixed(["compare", "nope"]), words("'nope' does not exist")),
+    Case("compare-no-runs", lambda ctx: ["compare", str(ctx.copy_model().parent)], words("holds no run directory")),
+    Case("compare-out-not-html", lambda ctx: ["compare", str(ctx.model), "--out", "report.txt"], words("report.txt", ".html")),
     # inspect
     Case("inspect-nonexistent", lambda ctx: ["inspect", str(ctx.tmp / "nope")], lambda ctx: [repr(str(ctx.tmp / "nope"))]),
     Case("inspect-corrupt-config", lambda ctx: ["inspect", str(_with(ctx, _corrupt_config))], words("config.json", "not valid JSON")),

@@ -13,6 +13,7 @@ from tinydiff.errors import TinyDiffError
 from tinydiff.evaluate import (
     DigitClassifier,
     class_histogram,
+    confidence,
     features,
     frechet_distance,
     frechet_distance_from_stats,
@@ -235,6 +236,25 @@ def test_prompt_accuracy_checks_its_inputs() -> None:
 def test_class_histogram_counts_each_digit() -> None:
     reader = BrightnessReader().eval()
     assert class_histogram(_filled(9, 9, 2, 0, 9), classifier=reader) == [1, 0, 1, 0, 0, 0, 0, 0, 0, 3]
+
+
+def test_confidence_is_the_mean_top_class_probability(mnist_test) -> None:
+    images, _ = mnist_test
+    real = confidence(images[:500])
+    assert 0.95 < real <= 1.0, "the classifier reads real digits without doubt"
+    reader = BrightnessReader().eval()  # one-hot logits: the top class has probability e / (e + 9)
+    assert confidence(_filled(1, 5, 9), classifier=reader) == pytest.approx(math.e / (math.e + 9))
+
+
+def test_loading_the_classifier_leaves_the_global_rng_alone(tmp_path) -> None:
+    """A training run checkpoints the global RNG; its --eval-every evaluations must not move it, or resume is not exact."""
+    import shutil
+
+    path = tmp_path / "classifier.safetensors"
+    shutil.copy(shipped_weights_path(), path)  # a path is loaded anew each time (the shipped one is cached)
+    before = torch.get_rng_state()
+    load_classifier(path)
+    assert torch.equal(before, torch.get_rng_state())
 
 
 def test_prompt_accuracy_on_real_digits(mnist_test) -> None:

@@ -39,6 +39,7 @@ def test_builtins_register_through_the_hooks() -> None:
     assert registry("sampler").names() == ["ddim", "ddpm", "dpm++"]
     assert registry("text_encoder").names() == ["tinytext"]
     assert registry("block").names() == ["attention", "cross_attention", "downsample", "resblock", "upsample"]
+    assert registry("tracker").names() == ["csv", "jsonl", "tensorboard"]
     assert host.plugins["tinydiff.schedules"].registered == {"schedule": ["linear", "cosine", "sigmoid"]}
     assert all(info.builtin for info in host.plugins.values())
 

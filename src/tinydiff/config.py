@@ -23,6 +23,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_PRESET = "laptop"
+# `[train]` keys a resumed run may change (everything else is the run's own config): `--resume`, and a sweep run again
+RESUMABLE_TRAIN_KEYS = frozenset({"steps", "max_minutes", "sample_every", "checkpoint_every", "device", "data_dir",
+                                  "eval_every", "keep_checkpoints", "trackers"})  # fmt: skip
 
 
 class _Strict(BaseModel):
@@ -116,6 +119,8 @@ class TrainConfig(_Strict):
     scale_augment: float = Field(0.0, ge=0, le=1)  # share of images rescaled by 0.6-1.3x, so "small"/"large" occur
     channels_last: bool = False  # NHWC memory layout for the convolutions (docs/performance.md)
     compile: bool = False  # torch.compile the training step's network: pays back its compile time on long GPU runs
+    # trackers beside metrics.jsonl (always written): csv, tensorboard, or a plugin's (`tinydiff plugins --all`)
+    trackers: list[str] = Field(default_factory=list)
 
 
 class Config(_Strict):
@@ -220,6 +225,17 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
             out[key] = merge(out[key], value)
         else:
             out[key] = value
+    return out
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.001}}`` -> ``{"train.lr": 0.001}``: one dotted key per value (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
     return out
 
 

@@ -88,7 +88,8 @@ def _load_shipped(device: str) -> DigitClassifier:
 
 
 def _load(path: Path, device: str | torch.device) -> DigitClassifier:
-    model = DigitClassifier()
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the global RNG, which a run
+        model = DigitClassifier()  # checkpoints, as it was (an --eval-every run resumes bit for bit)
     expected = model.state_dict()
     tensors = read_safetensors(path)
     check_tensors(tensors, expected, path)
@@ -230,6 +231,12 @@ def prompt_accuracy(
     return {"accuracy": overall, "per_digit": per_digit, "counts": counts, "n": len(asked)}
 
 
+def confidence(images: torch.Tensor, *, classifier: DigitClassifier | None = None) -> float:
+    """The classifier's mean top-class probability: near 1 when every image reads as some digit without doubt."""
+    probabilities = _run(images, "forward", classifier, 512).softmax(1)
+    return float(probabilities.max(1).values.mean()) if len(probabilities) else float("nan")
+
+
 def class_histogram(images: torch.Tensor, *, classifier: DigitClassifier | None = None) -> list[int]:
     """How many images the classifier reads as each digit 0..9 (10 counts): mode coverage at a glance."""
     return torch.bincount(predict(images, classifier=classifier), minlength=10).tolist()
@@ -296,6 +303,7 @@ def evaluate_pipeline(
         "mnist_fd": mnist_fd(images, data_dir=data_dir),
         "mnist_fd_floor": real_fd_floor(total, data_dir=data_dir, seed=seed),
         "class_histogram": class_histogram(images),
+        "confidence": confidence(images),
     }
     report["fd_ratio"] = report["mnist_fd"] / max(report["mnist_fd_floor"], 1e-12)
     if conditional:

@@ -33,5 +33,10 @@ def tinydiff_register_text_encoders(register: Register) -> None:
 
 
 @hookspec
+def tinydiff_register_trackers(register: Register) -> None:
+    """Register trackers: ``register(name, cls)``; ``cls()`` has ``start``, ``log``, ``log_image``, ``finish`` (``tinydiff.trackers.Tracker``)."""
+
+
+@hookspec
 def tinydiff_register_samplers(register: Register) -> None:
     """Register samplers: ``register(name, fn)``, ``fn(predict_eps, x_T, schedule, *, steps, generator, callback) -> x_0``."""

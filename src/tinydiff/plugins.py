@@ -23,7 +23,7 @@ import pluggy
 from . import __version__, hookspecs
 from .errors import TinyDiffError
 
-DEFAULT_PLUGINS = ("tinydiff.schedules", "tinydiff.samplers", "tinydiff.nn.blocks", "tinydiff.nn.text")
+DEFAULT_PLUGINS = ("tinydiff.schedules", "tinydiff.samplers", "tinydiff.nn.blocks", "tinydiff.nn.text", "tinydiff.trackers")
 ENTRY_POINT_GROUP = "tinydiff"
 
 # kind -> (hook name, how the kind is spelled in messages)
@@ -32,6 +32,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "block": ("tinydiff_register_blocks", "block"),
     "text_encoder": ("tinydiff_register_text_encoders", "text encoder"),
     "sampler": ("tinydiff_register_samplers", "sampler"),
+    "tracker": ("tinydiff_register_trackers", "tracker"),
 }
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
 
@@ -99,6 +100,8 @@ def _check_component(kind: str, name: Any, obj: Any) -> None:
         )
     if kind in ("schedule", "sampler") and not callable(obj):
         raise TinyDiffError(f"{KINDS[kind][1]} {name!r} must be a function, got {type(obj).__name__}")
+    if kind == "tracker" and not callable(obj):
+        raise TinyDiffError(f"tracker {name!r} must be a class (or a function making a tracker), got {type(obj).__name__}")
     if kind == "text_encoder" and not isinstance(obj, type):
         raise TinyDiffError(f"text encoder {name!r} must be a class, got {type(obj).__name__}")
     if kind == "block":
@@ -235,7 +238,7 @@ def reset() -> None:
 
 
 def registry(kind: str) -> Registry:
-    """The registry of ``schedule``, ``block``, ``text_encoder`` or ``sampler``."""
+    """The registry of ``schedule``, ``block``, ``text_encoder``, ``sampler`` or ``tracker``."""
     return get_host().registries[kind]
 
 
@@ -253,3 +256,7 @@ def get_sampler(name: str) -> Callable[..., Any]:
 
 def get_text_encoder(name: str) -> Any:
     return registry("text_encoder").get(name)
+
+
+def get_tracker(name: str) -> Callable[[], Any]:
+    return registry("tracker").get(name)

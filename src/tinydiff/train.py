@@ -195,7 +195,7 @@ class Trainer:
         tc = self.config.train
         report = evaluate_pipeline(self.pipe, num_per_digit=tc.eval_num_per_digit, sampler=tc.eval_sampler,
                                    steps=tc.eval_steps, data_dir=tc.data_dir, seed=SNAPSHOT_SEED)  # fmt: skip
-        keys = ("accuracy", "mnist_fd", "mnist_fd_floor", "fd_ratio", "nfe")
+        keys = ("accuracy", "mnist_fd", "mnist_fd_floor", "fd_ratio", "confidence", "nfe")
         return {f"eval_{k}": report[k] for k in keys if k in report}
 
     def model_folder_config(self, loss: float | None = None) -> ModelFolderConfig:
@@ -273,11 +273,9 @@ def _train(
     # under torchrun every rank makes these checks before any passes the rendezvous in Trainer, so rank 0 cannot write first
     resume_from = resumable_checkpoint(run_dir, resume)
     trainer = Trainer(config, run_dir, dist)  # validates names, architecture and data before anything is written
-    tracker = RunTracker(run_dir) if dist.is_main else None
+    tracker = RunTracker(run_dir, trackers=tc.trackers) if dist.is_main else None  # refuses an unusable tracker
     if resume_from is not None:
         trainer.load(resume_from)
-        if tracker:
-            tracker.truncate_metrics(trainer.step)
     if tracker:
         tracker.start(config.model_dump(mode="json"), command=command, resumed_from=trainer.step if resume else None)
     emit({"event": "start", "step": trainer.step, "total": tc.steps, "device": str(trainer.device),
@@ -308,7 +306,8 @@ def _train(
             steps, seconds = clock.end_interval()
             loss, grad_norm = (running / steps).tolist()
             metrics = {"step": step, "loss": loss, "grad_norm": grad_norm, "lr": learning_rate(step - 1, config),
-                       "img_per_s": steps * tc.batch_size * dist.world_size / seconds, "epoch": trainer.data.order.epoch}  # fmt: skip
+                       "img_per_s": steps * tc.batch_size * dist.world_size / seconds, "epoch": trainer.data.order.epoch,
+                       "seconds": seconds}  # fmt: skip
             if eval_due and dist.is_main:
                 start = time.perf_counter()
                 with clock.pause():
@@ -330,5 +329,7 @@ def _train(
                 emit({"event": "checkpoint", "step": step, "path": str(last_checkpoint)})
         if final:
             break
+    if tracker:
+        tracker.finish()
     emit({"event": "end", "step": trainer.step, "loss": last_loss, "seconds": clock.trained})
     return TrainResult(run_dir, trainer.step, last_loss, last_checkpoint)

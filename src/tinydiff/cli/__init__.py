@@ -14,10 +14,12 @@ import typer
 
 from .. import __version__
 from .output import err_console, error_line, exit_now, fast_exit_allowed
+from .compare import compare_command
 from .eval import eval_command
 from .inspect import inspect_command
 from .plugins import plugins_command
 from .sample import sample_command
+from .sweep import sweep_command
 from .train import train_command
 
 app = typer.Typer(
@@ -50,6 +52,8 @@ app.command("sample")(sample_command)
 app.command("inspect")(inspect_command)
 app.command("plugins")(plugins_command)
 app.command("eval")(eval_command)
+app.command("sweep")(sweep_command)
+app.command("compare")(compare_command)
 
 
 def main(argv: list[str] | None = None) -> None:

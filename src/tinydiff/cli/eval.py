@@ -72,6 +72,7 @@ def eval_command(
     table.add_row("MNIST-FD", f"{report['mnist_fd']:.2f}")
     table.add_row("real-data floor at this N", f"{report['mnist_fd_floor']:.2f}")
     table.add_row("ratio to the floor", f"{report['fd_ratio']:.2f}x")
+    table.add_row("classifier confidence", f"{report['confidence']:.1%}")
     table.add_row("class histogram", " ".join(str(c) for c in report["class_histogram"]))
     if "style" in report:
         st = report["style"]

@@ -20,7 +20,7 @@ from ..checkpoint import (
     resolve_model_ref,
 )
 from ..errors import TinyDiffError
-from ..tracking import RUN_CONFIG, list_snapshots, read_metrics
+from ..tracking import RUN_CONFIG, find_runs, is_run_dir, list_snapshots, read_metrics
 from .output import console, handles_errors
 
 
@@ -80,12 +80,14 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     config = record.get("config", {})
     metrics = read_metrics(run_dir)
     checkpoints = list_checkpoints(run_dir)
-    last = metrics[-1] if metrics else {}
+    logged = [m for m in metrics if "step" in m]
+    last = logged[-1] if logged else {}  # during training the newest line is ahead of the newest checkpoint
     evaluated = [m for m in metrics if "eval_mnist_fd" in m]
     info: dict[str, Any] = {
         "run_dir": str(run_dir),
         "preset": config.get("preset"),
-        "step": checkpoints[-1][0] if checkpoints else 0,
+        "step": last.get("step", checkpoints[-1][0] if checkpoints else 0),
+        "checkpoint_step": checkpoints[-1][0] if checkpoints else None,
         "steps": config.get("train", {}).get("steps"),
         "loss": last.get("loss"),
         "img_per_s": last.get("img_per_s"),
@@ -105,13 +107,12 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
+    """A row for each run in a folder of runs and in its subfolders (a sweep's): preset, newest logged step and loss."""
     runs = []
-    if root.is_dir():
-        for child in sorted(root.iterdir()):
-            if (child / RUN_CONFIG).is_file() or (child / "checkpoints").is_dir():
-                info = describe_run(child)
-                info["updated"] = datetime.fromtimestamp(child.stat().st_mtime).isoformat(timespec="seconds")
-                runs.append({k: info[k] for k in ("run_dir", "preset", "step", "steps", "loss", "updated")})
+    for run in find_runs(root):
+        info = describe_run(run)
+        info["updated"] = datetime.fromtimestamp(run.stat().st_mtime).isoformat(timespec="seconds")
+        runs.append({k: info[k] for k in ("run_dir", "preset", "step", "steps", "loss", "updated")})
     return runs
 
 
@@ -125,14 +126,15 @@ def _fmt(value: Any) -> str:
 
 @handles_errors
 def inspect_command(
-    ref: Optional[str] = typer.Argument(None, help="Run directory, model folder or bundled model (default: list ./runs)."),
+    ref: Optional[str] = typer.Argument(None, help="Run directory, folder of runs (a sweep's), model folder or bundled model (default: list ./runs)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
-    """Show a run or model: config, parameters, schedule, progress, snapshots. With no REF, list ./runs."""
+    """Show a run or model: config, parameters, schedule, progress, snapshots. With no REF, or a folder of runs, list the runs."""
     from rich.table import Table
 
-    if ref is None:
-        runs = list_runs(Path("runs"))
+    path = Path(ref).expanduser() if ref is not None else Path("runs")
+    if ref is None or (path.is_dir() and not is_model_folder(path) and not is_run_dir(path) and find_runs(path)):
+        runs = list_runs(path)
         if as_json:
             typer.echo(json.dumps(runs, indent=2))
             return
@@ -145,8 +147,7 @@ def inspect_command(
         console.print(table)
         return
 
-    path = Path(ref).expanduser()
-    if path.is_dir() and not is_model_folder(path) and ((path / RUN_CONFIG).is_file() or (path / "checkpoints").is_dir()):
+    if is_run_dir(path):
         info = describe_run(path)
     else:
         info = describe_model(resolve_model_ref(ref))
@@ -160,8 +161,10 @@ def inspect_command(
     if "run_dir" in info:
         table.add_row("run", info["run_dir"])
         table.add_row("preset", _fmt(info["preset"]))
+        saved = info["checkpoint_step"]
+        behind = "" if saved == info["step"] else " (no checkpoint yet)" if saved is None else f" (newest checkpoint: step {saved})"
         table.add_row("progress", f"step {info['step']} of {_fmt(info['steps'])}, loss {_fmt(info['loss'])}, "
-                      f"{_fmt(info['img_per_s'])} img/s")  # fmt: skip
+                      f"{_fmt(info['img_per_s'])} img/s{behind}")  # fmt: skip
         table.add_row("checkpoints", str(len(info["checkpoints"])) + (f" (newest {info['checkpoints'][-1]})" if info["checkpoints"] else ""))
         for e in info["eval"][-5:]:
             acc = f"prompt accuracy {e['eval_accuracy']:.1%}, " if "eval_accuracy" in e else ""

@@ -11,12 +11,9 @@ from typing import Any, Optional
 
 import typer
 
-from ..config import DEFAULT_PRESET, Config, merge, preset_names, resolve_config
+from ..config import DEFAULT_PRESET, RESUMABLE_TRAIN_KEYS, Config, merge, preset_names, resolve_config
 from ..errors import TinyDiffError
 from .output import err_console, handles_errors, importing_torch
-
-# flags that may change when resuming; everything else comes from the run's config.json
-RESUMABLE = {"steps", "max_minutes", "sample_every", "checkpoint_every", "device", "data_dir", "eval_every", "keep_checkpoints"}
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -41,15 +38,15 @@ def _resume_config(run_dir: Path, overrides: dict[str, Any], preset: str | None,
     path = run_dir / "config.json"
     if not path.is_file():
         raise TinyDiffError(f"--resume: {run_dir} is not a run directory (no config.json); start it without --resume")
-    changed = sorted(set(overrides.get("train", {})) - RESUMABLE) + (["schedule"] if "schedule" in overrides else [])
+    changed = sorted(set(overrides.get("train", {})) - RESUMABLE_TRAIN_KEYS) + (["schedule"] if "schedule" in overrides else [])
     changed += ["conditioning"] if "model" in overrides else []
     if preset or config_file:
         changed.insert(0, "preset" if preset else "config")
     if changed:
         raise TinyDiffError(
             f"--resume keeps the run's own config; drop --{changed[0].replace('_', '-')} "
-            "(only --steps, --max-minutes, --sample-every, --checkpoint-every, --keep-checkpoints, --eval-every, --device "
-            "and --data-dir may change)"
+            "(only --steps, --max-minutes, --sample-every, --checkpoint-every, --keep-checkpoints, --eval-every, --tracker, "
+            "--device and --data-dir may change)"
         )
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))["config"]
@@ -78,13 +75,14 @@ def train_command(
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between eval figures in metrics.jsonl."),
     keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Keep only the newest K checkpoints."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop, with a checkpoint, after this much training time."),
+    trackers: Optional[list[str]] = typer.Option(None, "--tracker", help="Also log to this tracker: csv, tensorboard or a plugin's (repeatable)."),
 ) -> None:
     """Train a diffusion model on MNIST; the run is tracked in --run-dir."""
     overrides = _overrides(
         schedule=schedule, steps=steps, batch_size=batch_size, lr=lr, data_dir=data_dir, device=device,
         seed=seed, sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every,
         conditioning=conditioning, eval_every=eval_every, keep_checkpoints=keep_checkpoints,
-        max_minutes=max_minutes,
+        max_minutes=max_minutes, trackers=trackers or None,
     )  # fmt: skip
     if resume:
         if run_dir is None:
