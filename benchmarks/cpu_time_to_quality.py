@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny budget and evaluation: checks the plumbing in seconds")
     args = p.parse_args(argv)
     if args.smoke:
-        args.minutes, args.num_per_digit, args.steps = 0.02, 2, 2
+        args.minutes, args.num_per_digit, args.steps, args.batch_size = 0.02, 2, 2, 16
     return args
 
 

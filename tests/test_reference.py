@@ -27,6 +27,7 @@ import record  # noqa: E402
 
 FIGURES = json.loads((HERE / "figures.json").read_text())
 SAME_MACHINE = record.machine() == FIGURES["machine"]
+CHECKED = ["ddpm-25-g1.5-interval", "ddim-20-g3.0-all", "dpm++-10-g1.5-interval"]
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +44,10 @@ def recorded_threads():
 def test_the_bundled_model_draws_the_recorded_images() -> None:
     with np.load(HERE / "images.npz") as saved:
         expected = dict(saved)
-    drawn = record.images()
-    assert set(drawn) == set(expected)
+    # One guidance setting a sampler (both settings are recorded): every sampler, the interval and
+    # the full-range guidance are each checked, in half the time of drawing all six.
+    drawn = record.images(combinations=CHECKED)
+    assert set(drawn) == set(CHECKED) and set(CHECKED) <= set(expected)
     for key, images in drawn.items():
         if SAME_MACHINE:
             assert hashlib.sha256(images.tobytes()).hexdigest() == FIGURES["images_sha256"][key], key

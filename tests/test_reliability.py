@@ -19,29 +19,35 @@ def tinydiff(*args: str, cwd: Path) -> subprocess.Popen:
 
 
 def test_sigkill_after_the_second_checkpoint_then_resume_is_bit_identical(tmp_path, tiny_toml, data_dir) -> None:
-    common = ["--config", tiny_toml.name, "--steps", "60", "--batch-size", "16", "--device", "cpu",
+    common = ["--config", tiny_toml.name, "--steps", "40", "--batch-size", "16", "--device", "cpu",
               "--checkpoint-every", "10", "--sample-every", "1000"]  # fmt: skip
-    straight = tinydiff("train", *common, "--run-dir", "straight", cwd=tmp_path)
+    started: list[subprocess.Popen] = []
+    try:
+        started.append(straight := tinydiff("train", *common, "--run-dir", "straight", cwd=tmp_path))
+        started.append(victim := tinydiff("train", *common, "--run-dir", "killed", cwd=tmp_path))
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "killed" / "checkpoints" / "step-000020").is_dir():
+            assert victim.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no second checkpoint within 300 s"
+            time.sleep(0.005)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        assert victim.returncode == -signal.SIGKILL
+        done = [s for s, _ in list_checkpoints(tmp_path / "killed")]
+        assert 20 in done and 40 not in done
 
-    victim = tinydiff("train", *common, "--run-dir", "killed", cwd=tmp_path)
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "killed" / "checkpoints" / "step-000020").is_dir():
-        assert victim.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline, "no second checkpoint within 120 s"
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert victim.returncode == -signal.SIGKILL
-    done = [s for s, _ in list_checkpoints(tmp_path / "killed")]
-    assert 20 in done and 60 not in done
-
-    resumed = tinydiff("train", "--resume", "--run-dir", "killed", "--steps", "60", cwd=tmp_path)
-    for proc in (straight, resumed):
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err.decode()
+        started.append(resumed := tinydiff("train", "--resume", "--run-dir", "killed", "--steps", "40", cwd=tmp_path))
+        for proc in (straight, resumed):
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err.decode()
+    finally:  # a failed assertion leaves no training process behind
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     for name in ("model.safetensors", "training_state.safetensors"):
-        a = (tmp_path / "straight" / "checkpoints" / "step-000060" / name).read_bytes()
-        b = (tmp_path / "killed" / "checkpoints" / "step-000060" / name).read_bytes()
+        a = (tmp_path / "straight" / "checkpoints" / "step-000040" / name).read_bytes()
+        b = (tmp_path / "killed" / "checkpoints" / "step-000040" / name).read_bytes()
         assert a == b, f"{name} differs after kill -9 and resume"
 
 

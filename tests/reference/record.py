@@ -43,17 +43,23 @@ def machine() -> str:
     return f"{platform.machine()} {vector} torch {torch.__version__}"
 
 
-def images() -> dict:
-    """uint8 images of the bundled model for every sampler, with and without the guidance interval."""
+def images(combinations: list[str] | None = None) -> dict:
+    """uint8 images of the bundled model for every sampler, with and without the guidance interval.
+
+    ``combinations`` names the ones to draw (keys such as ``"ddim-20-g3.0-all"``); all by default.
+    """
     from tinydiff.pipeline import Pipeline
 
     pipe = Pipeline.from_ref(device="cpu")
     out = {}
     for sampler, steps in SAMPLERS:
         for guidance, interval in ((1.5, (0.28, 5.42)), (3.0, "all")):
+            key = f"{sampler}-{steps}-g{guidance}-{'all' if interval == 'all' else 'interval'}"
+            if combinations is not None and key not in combinations:
+                continue
             drawn = pipe.sample(len(PROMPTS), prompts=PROMPTS, seed=5, sampler=sampler, steps=steps,
                                 guidance=guidance, guidance_interval=interval)
-            out[f"{sampler}-{steps}-g{guidance}-{'all' if interval == 'all' else 'interval'}"] = drawn.numpy()
+            out[key] = drawn.numpy()
     return out
 
 
