@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the pipeline's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmark-results/number_canvas")
-    parser.add_argument("--smoke", action="store_true", help="2 repeats, 2 steps, lengths 1,2: checks the plumbing")
+    parser.add_argument("--smoke", action="store_true", help="1 repeat, 1 step, lengths 1,2: checks the plumbing")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.repeats, args.steps, args.lengths = 2, 2, "1,2"
+        args.repeats, args.steps, args.lengths = 1, 1, "1,2"
     import torch
 
     from tinydiff.pipeline import Pipeline
