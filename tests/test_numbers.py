@@ -26,23 +26,22 @@ def pipe():
 def test_a_two_digit_canvas_reads_right_at_both_positions(pipe) -> None:
     from tinydiff.evaluate import cut_out_digits, predict
 
-    images = pipe.sample(2, prompts="the number 42", seed=0)  # the defaults: dpm++, guidance in its interval
-    assert images.shape == (2, 28, 50)
-    read = predict(cut_out_digits(images, 2).flatten(0, 1)).view(2, 2)
-    assert read.tolist() == [[4, 2], [4, 2]]
+    images = pipe.sample(1, prompts="the number 42", seed=0)  # the defaults: dpm++, guidance in its interval
+    assert images.shape == (1, 28, 50)
+    assert predict(cut_out_digits(images, 2)[0]).tolist() == [4, 2]
 
 
 def test_mixed_prompts_keep_their_order_and_single_digits_are_drawn_as_before(pipe) -> None:
     prompts = ["a handwritten seven", "the year 2026", "forty-two"]
-    mixed = pipe.sample(3, prompts=prompts, seed=3, steps=2)
+    mixed = pipe.sample(3, prompts=prompts, seed=3, steps=1)
     assert mixed.shape == (3, 28, 94) and pipe.canvas_widths(pipe.check_prompts(prompts)) == [28, 94, 50]
-    assert torch.equal(mixed, pipe.sample(3, prompts=prompts, seed=3, steps=2))  # same seed, same images
+    assert torch.equal(mixed, pipe.sample(3, prompts=prompts, seed=3, steps=1))  # same seed, same images
     # the digits are drawn first, from the seed's first noise: the seven is the seven sampled alone, centred on background
-    alone = pipe.sample(1, prompts=["a handwritten seven"], seed=3, steps=2)
+    alone = pipe.sample(1, prompts=["a handwritten seven"], seed=3, steps=1)
     assert torch.equal(mixed[0, :, 33:61], alone[0])
     assert mixed[0, :, :33].eq(0).all() and mixed[0, :, 61:].eq(0).all() and mixed[2, :, :22].eq(0).all()
-    path = pipe.sample(2, prompts=["7", "42"], seed=3, steps=2, trajectory=True)
-    assert path.x_t.shape == (3, 2, 28, 50) and path.pred_x0.shape == (3, 2, 28, 50)
+    path = pipe.sample(2, prompts=["7", "42"], seed=3, steps=1, trajectory=True)
+    assert path.x_t.shape == (2, 2, 28, 50) and path.pred_x0.shape == (2, 2, 28, 50)  # x_T and 1 step
     assert pipe("the year 2026", num_images=2, seed=1, steps=1).images.shape == (2, 28, 94)
 
 
