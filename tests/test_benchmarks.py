@@ -128,3 +128,11 @@ def test_every_preset_builds_and_trains_a_step(preset: str, tmp_path: Path, data
     assert trainer.step == 1 and loss > 0 and grad_norm > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
 
+
+
+def test_number_canvas_smoke(tmp_path: Path) -> None:
+    done = run_bench("number_canvas.py", "--smoke", "--out", str(tmp_path / "n"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "n" / "results.json").read_text())["rows"]
+    assert [r["digits"] for r in rows] == [1, 2] and rows[0]["vs_single_digit"] == 1.0
+    assert rows[1]["prompt"] == "the number 25" and rows[1]["seconds"] > 0 and "vs k digits" in done.stdout

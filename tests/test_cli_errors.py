@@ -309,6 +309,18 @@ CASES = [
     Case("sample-scale-zero", fixed(["sample", "--scale", "0", "--no-preview"]), words("--scale", "1"), code=2),
     Case("sample-guidance-interval-bogus", fixed(["sample", "a 7", "--guidance-interval", "5,1", "--no-preview"]),
          words("--guidance-interval", "LO < HI", "'5,1'")),
+    # sample: whole numbers
+    Case("sample-digits-named-separately", fixed(["sample", "a three and a seven", "--no-preview"]),
+         words("names 3 and 7 separately", "did you mean 'the number 37'?")),
+    Case("sample-number-too-long", fixed(["sample", "the number 123456789", "--no-preview"]),
+         words("9 digits", "at most 8 digits")),
+    Case("sample-number-words-too-large", fixed(["sample", "twelve thousand", "--no-preview"]),
+         words("up to 9,999", "'the number 12000'")),
+    Case("sample-prompts-file-digits-separately", lambda ctx: ["sample", "--prompts-file", str(_write(ctx, "p.txt", "42\n3 and 7\n")),
+         "--no-preview"], words("names 3 and 7 separately", "'the number 37'")),
+    Case("eval-numbers-bad-lengths", fixed(["eval", "--numbers", "--lengths", "2,9"]), words("--lengths '2,9'", "from 2 to 8")),
+    Case("eval-numbers-and-style", fixed(["eval", "--numbers", "--style"]), words("--style and --numbers")),
+    Case("eval-numbers-unconditional", lambda ctx: ["eval", "--model", str(ctx.model), "--numbers"], words("--numbers needs a text model")),
     # train: trackers
     Case("train-unknown-tracker", fixed(["train", "--preset", "stage1", "--tracker", "tensorbord", "--steps", "1", "--device", "cpu"]),
          words("unknown tracker 'tensorbord'", "did you mean 'tensorboard'")),

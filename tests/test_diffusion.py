@@ -87,3 +87,70 @@ def test_min_snr_gamma_weights_each_image_by_its_clipped_snr(objective: str) -> 
     if objective == "epsilon":
         huge = training_loss(model, x0, t, noise, s, objective=objective, min_snr_gamma=1e12)
         torch.testing.assert_close(huge, plain, rtol=1e-5, atol=1e-7)
+
+
+# -- MultiDiffusion: a wide canvas from square windows (Bar-Tal et al. 2023) ----------------
+
+
+def test_number_canvas_windows_cover_the_canvas_and_overlap_like_handwriting() -> None:
+    from tinydiff.diffusion import number_canvas
+
+    assert number_canvas(1) == (28, [0])
+    assert number_canvas(4) == (94, [0, 22, 44, 66])  # 20-pixel digit boxes 2 pixels apart
+    width, offsets = number_canvas(8)
+    assert offsets[-1] + 28 == width == 182
+
+
+class Windows:
+    """A stand-in denoiser: records each batch it is called on, answers ``fn(x, t)``."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.calls = fn, []
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls.append((tuple(x.shape), t.clone()))
+        return self.fn(x, t)
+
+
+def test_multidiffusion_with_constant_windows_gives_that_constant_everywhere() -> None:
+    from tinydiff.diffusion import MultiDiffusion, number_canvas
+
+    width, offsets = number_canvas(3)
+    inner = Windows(lambda x, t: torch.full_like(x, 0.37))
+    eps = MultiDiffusion(inner, offsets, 28)(torch.randn(2, 1, 28, width), torch.tensor([5, 9]))
+    assert eps.shape == (2, 1, 28, width)
+    assert torch.allclose(eps, torch.full_like(eps, 0.37), atol=1e-7)  # overlaps are averages of equal values
+    # the 6 windows of 2 canvases went through in one call, canvas by canvas, each with its canvas's t
+    assert [shape for shape, _ in inner.calls] == [(6, 1, 28, 28)]
+    assert inner.calls[0][1].tolist() == [5, 5, 5, 9, 9, 9]
+
+
+def test_multidiffusion_averages_the_windows_where_they_overlap() -> None:
+    from tinydiff.diffusion import MultiDiffusion
+
+    # window j answers j: pixels only window 0 covers get 0, those of both windows 0.5, window 1's alone 1
+    inner = Windows(lambda x, t: torch.arange(len(x), dtype=x.dtype).view(-1, 1, 1, 1).expand_as(x).clone())
+    eps = MultiDiffusion(inner, [0, 22], 28)(torch.zeros(1, 1, 28, 50), torch.tensor([3]))
+    row = eps[0, 0, 0]
+    assert row[:22].eq(0).all() and row[22:28].eq(0.5).all() and row[28:].eq(1).all()
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++"])
+def test_one_window_is_single_digit_sampling_bit_for_bit_and_wide_canvases_keep_their_shape(sampler: str) -> None:
+    from tinydiff.diffusion import MultiDiffusion, number_canvas
+    from tinydiff.plugins import get_sampler
+
+    torch.manual_seed(0)
+    schedule = NoiseSchedule.from_name("cosine", 20)
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)  # position-independent, so any window width works
+    eps = EpsilonPredictor(lambda x, t: net(x) * 0.1, schedule)
+    draw = get_sampler(sampler)
+    x_T = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        plain = draw(eps, x_T, schedule, steps=5, generator=torch.Generator().manual_seed(1))
+        fused = draw(MultiDiffusion(eps, [0], 28), x_T, schedule, steps=5, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(plain, fused)
+        width, offsets = number_canvas(4)
+        wide = draw(MultiDiffusion(eps, offsets, 28), torch.randn(2, 1, 28, width), schedule, steps=5,
+                    generator=torch.Generator().manual_seed(1))  # fmt: skip
+    assert wide.shape == (2, 1, 28, width) and wide.abs().max() <= 1.0 + 1e-6

@@ -85,6 +85,16 @@ def test_make_grid_nrow_padding_and_pad_value() -> None:
     assert (grid[0] == 255).all() and (grid[:, 0] == 255).all() and (grid[-1] == 255).all()
 
 
+def test_wide_images_sit_half_a_digit_apart_so_two_numbers_do_not_read_as_one() -> None:
+    images = np.full((4, 28, 94), 200, dtype=np.uint8)  # four numbers filling their canvases
+    grid = make_grid(images, nrow=2)
+    assert grid.shape == (2 * (28 + 2) + 2, 2 * (94 + 14) + 14)
+    np.testing.assert_array_equal(grid[2:30, 14:108], images[0])
+    assert (grid[2:30, 108:122] == 0).all()  # the gap between the two numbers of a row
+    np.testing.assert_array_equal(grid[2:30, 122:216], images[1])
+    assert make_grid(images[:, :, :28], nrow=2).shape == (62, 62)  # digits keep their 2-pixel padding
+
+
 def test_make_grid_single_image_and_no_padding() -> None:
     image = np.arange(12, dtype=np.uint8).reshape(1, 3, 4)
     np.testing.assert_array_equal(make_grid(image, padding=0), image[0])

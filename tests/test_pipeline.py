@@ -53,7 +53,7 @@ def test_a_call_that_asks_for_nothing_is_refused_clearly(pipe) -> None:
         pipe("a 7", num_images=0)
     with pytest.raises(TinyDiffError, match="empty list of prompts"):
         pipe([])
-    with pytest.raises(TinyDiffError, match="names the digits 3, 5"):
+    with pytest.raises(TinyDiffError, match="names 3 and 5 separately"):
         pipe("a 3 or a 5")
     with pytest.raises(TinyDiffError, match="got 2 prompts for 3 images"):
         pipe.sample(3, prompts=["a 3", "a 5"])

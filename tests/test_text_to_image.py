@@ -176,8 +176,7 @@ def test_prompt_naming_two_digits_is_one_error_line(text_run, tmp_path) -> None:
     result, _ = sample(text_run, tmp_path, "a 3 or a five")
     assert result.exit_code == 1
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
-        "error: prompt 'a 3 or a five' names the digits 3, 5; an image holds one digit, so ask for one "
-        "(or use --prompts-file, one prompt a line)"
+        "error: prompt 'a 3 or a five' names 3 and 5 separately; an image holds one number: did you mean 'the number 35'?"
     ]
     assert not (tmp_path / "s.npz").exists()
 

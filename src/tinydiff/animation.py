@@ -61,7 +61,7 @@ def label_height(scale: int) -> int:
 
 def frame_shape(n: int, h: int, w: int, *, nrow: int | None = None, scale: int = DISPLAY_SCALE) -> tuple[int, int]:
     """The ``(height, width)`` of a frame for ``n`` images of ``h x w`` pixels, before any widening for its label."""
-    gh, gw = grid_shape(n, h, 2 * w + PAIR_GAP, nrow=nrow, padding=CELL_GAP)
+    gh, gw = grid_shape(n, h, 2 * w + PAIR_GAP, nrow=nrow, padding=CELL_GAP, gap=CELL_GAP)
     return label_height(scale) + gh * scale, gw * scale
 
 
@@ -95,7 +95,7 @@ def render_frames(trajectory: Trajectory, *, nrow: int | None = None, scale: int
     for f, (k, label) in enumerate(zip(moments, labels)):
         frames[f, 2 * ts : 2 * ts + label.shape[0], 2 * ts : 2 * ts + label.shape[1]] = label
         pairs = np.concatenate([x_t[k], gap, pred_x0[k]], axis=2)
-        frames[f, top:, :grid_width] = upscale(make_grid(pairs, nrow=nrow, padding=CELL_GAP, pad_value=CELL_GAP_VALUE), scale)
+        frames[f, top:, :grid_width] = upscale(make_grid(pairs, nrow=nrow, padding=CELL_GAP, pad_value=CELL_GAP_VALUE, gap=CELL_GAP), scale)
     return frames
 
 

@@ -150,3 +150,48 @@ class EpsilonPredictor:
         if guided.all():
             return eps
         return torch.where(guided.view(-1, *([1] * (x_t.ndim - 1))), eps, eps_cond)
+
+
+def number_canvas(num_digits: int, size: int = 28) -> tuple[int, list[int]]:
+    """The width of a canvas for ``num_digits`` digits and the left edge of each digit's ``size``-wide window.
+
+    Windows step by 11/14 of their size (22 pixels of 28): MNIST centres each digit in a
+    20-pixel box, so neighbouring boxes sit 2 pixels apart, as handwritten digits do, and each
+    window overlaps the next by 6 pixels of margin (measured: docs/text-to-image.md, Numbers).
+    """
+    stride = round(size * 11 / 14)
+    return size + stride * (num_digits - 1), [j * stride for j in range(num_digits)]
+
+
+class MultiDiffusion:
+    """eps(x_t, t) on a wide canvas, fused from a denoiser's overlapping square windows (Bar-Tal et al. 2023).
+
+    MultiDiffusion ("Fusing Diffusion Paths for Controlled Image Generation", eq. 3-5) takes, at
+    every step, the canvas that best agrees with each window's own denoising step: with uniform
+    weights, the per-pixel mean over the windows that cover it. Every sampler's step is affine
+    in epsilon with the same coefficients at every pixel, so averaging the windows' epsilon is
+    that same mean, and any sampler works unchanged. ``predict_eps`` sees the ``N * k`` windows
+    of the N canvases in one batch, canvas by canvas (its context: one prompt per window).
+    """
+
+    def __init__(self, predict_eps: Callable[[Tensor, Tensor], Tensor], offsets: list[int], size: int) -> None:
+        self.predict_eps = predict_eps
+        self.offsets = list(offsets)
+        self.size = size
+
+    @property
+    def evaluations(self) -> int:
+        return getattr(self.predict_eps, "evaluations", 0)
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
+        n, k = x_t.shape[0], len(self.offsets)
+        # 1. crop the k windows F_i(J_t) of each canvas and denoise them all in one batch, each with its prompt
+        windows = torch.stack([x_t[..., o : o + self.size] for o in self.offsets], dim=1)  # [N, k, C, H, size]
+        eps = self.predict_eps(windows.flatten(0, 1), t.repeat_interleave(k)).unflatten(0, (n, k))
+        # 2. eq. 5 with W_i = 1: put each window back, sum, and divide by how many windows cover each pixel
+        total = torch.zeros_like(x_t, dtype=eps.dtype)
+        count = torch.zeros(x_t.shape[-1], dtype=eps.dtype, device=x_t.device)
+        for j, o in enumerate(self.offsets):
+            total[..., o : o + self.size] += eps[:, j]
+            count[o : o + self.size] += 1
+        return total / count

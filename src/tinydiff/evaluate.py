@@ -371,3 +371,118 @@ def style_report(
         "slant_left": groups["leaning left"]["slant"],
         "large_small_extent_ratio": groups["large"]["extent"] / max(groups["small"]["extent"], 1e-9),
     }
+
+
+# -- whole numbers ------------------------------------------------------------------
+
+
+def cut_out_digits(canvases: torch.Tensor, num_digits: int) -> torch.Tensor:
+    """Each digit's window of uint8 canvases ``[N, 28, W]`` of ``num_digits`` digits, as ``[N, num_digits, 28, 28]``."""
+    from .diffusion import number_canvas
+
+    width, offsets = number_canvas(num_digits, canvases.shape[-2])
+    if canvases.ndim != 3 or canvases.shape[-1] != width:
+        raise TinyDiffError(f"canvases of {num_digits} digits are [N, 28, {width}], got {tuple(canvases.shape)}")
+    size = canvases.shape[-2]
+    return torch.stack([canvases[..., o : o + size] for o in offsets], dim=1)
+
+
+def evaluate_numbers(
+    pipe: Any,
+    *,
+    lengths: Sequence[int] = (2, 4, 6),
+    num_per_digit: int = 20,
+    sampler: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    guidance_interval: tuple[float, float] | str | None = None,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    batch_windows: int = 500,
+    callback: Any = None,
+) -> dict[str, Any]:
+    """Score whole numbers: draw random numbers of each length, cut each digit's window out, and read it.
+
+    Each length gets ``10 * num_per_digit`` digits (rounded down to whole numbers), asked as
+    "the number 4821" with uniformly random digits. Reports digit accuracy by length and
+    position, the share of numbers read entirely right, the MNIST-FD of all cut-out digits
+    beside that of the same digits sampled one by one ("a handwritten four") at the same N,
+    and the seconds per number beside those per single digit, both timed in this run.
+    """
+    import time
+
+    from .captions import DIGIT_WORDS
+    from .diffusion import number_canvas
+
+    if not getattr(pipe, "is_text_model", False):
+        raise TinyDiffError("--numbers needs a text model: numbers are drawn from prompts; this one is unconditional")
+    if num_per_digit < 2:
+        raise TinyDiffError(f"--num-per-digit must be at least 2 (a Frechet distance needs a spread), got {num_per_digit}")
+    from .prompts import MAX_NUMBER_DIGITS
+
+    if not lengths or any(not 2 <= k <= MAX_NUMBER_DIGITS for k in lengths):
+        raise TinyDiffError(f"number lengths must be between 2 and {MAX_NUMBER_DIGITS} digits, got {list(lengths)}")
+    given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": guidance_interval}
+    opts = pipe.options(**given)
+    rng = torch.Generator().manual_seed(seed)
+    pipe.sample(1, prompts=["the number 42"], seed=seed, **given)  # warm-up: the first call's one-off costs stay out of the times
+    total_windows = sum(10 * num_per_digit // k * k for k in lengths)
+    done = 0
+    by_length: dict[str, Any] = {}
+    cut_outs, asked_digits = [], []
+    for k in lengths:
+        count = 10 * num_per_digit // k
+        digits = torch.randint(0, 10, (count, k), generator=rng)
+        prompts = ["the number " + "".join(map(str, row)) for row in digits.tolist()]
+        per_batch = max(1, batch_windows // k)
+        chunks = []
+        start = time.perf_counter()
+        for first in range(0, count, per_batch):
+            batch = prompts[first : first + per_batch]
+            chunks.append(pipe.sample(len(batch), prompts=batch, seed=seed + 1000 * k + first, **given))
+            done += len(batch) * k
+            if callback is not None:
+                callback({"done": done, "total": total_windows})
+        seconds = time.perf_counter() - start
+        windows = cut_out_digits(torch.cat(chunks), k)  # [count, k, 28, 28]
+        read = predict(windows.flatten(0, 1)).view(count, k)
+        hit = read == digits
+        by_length[str(k)] = {
+            "numbers": count,
+            "canvas_width": number_canvas(k, windows.shape[-1])[0],
+            "digit_accuracy": float(hit.double().mean()),
+            "accuracy_by_position": [float(a) for a in hit.double().mean(0)],
+            "numbers_right": float(hit.all(1).double().mean()),
+            "seconds_per_number": seconds / count,
+        }
+        cut_outs.append(windows.flatten(0, 1))
+        asked_digits.append(digits.flatten())
+    # the same digits, each sampled alone: the reference for the cut-outs' quality and for the time
+    asked = torch.cat(asked_digits)
+    singles = []
+    start = time.perf_counter()
+    for first in range(0, len(asked), batch_windows):
+        batch = [f"a handwritten {DIGIT_WORDS[d]}" for d in asked[first : first + batch_windows].tolist()]
+        singles.append(pipe.sample(len(batch), prompts=batch, seed=seed + first, **given))
+    single_seconds = (time.perf_counter() - start) / len(asked)
+    singles_t, cut_t = torch.cat(singles), torch.cat(cut_outs)
+    for k, row in zip(lengths, by_length.values()):
+        row["time_vs_single_digit"] = row["seconds_per_number"] / single_seconds
+        row["time_vs_k_single_digits"] = row["seconds_per_number"] / (k * single_seconds)
+    fd_numbers, fd_single = mnist_fd(cut_t, data_dir=data_dir), mnist_fd(singles_t, data_dir=data_dir)
+    return {
+        "model": str(getattr(pipe, "path", "")),
+        "sampler": opts.sampler,
+        "steps": opts.steps,
+        "guidance": opts.guidance,
+        "guidance_interval": list(opts.guidance_interval) if opts.guidance_interval is not None else None,
+        "lengths": by_length,
+        "digits": len(asked),
+        "digit_accuracy": float((predict(cut_t) == asked).double().mean()),
+        "single_digit_accuracy": float((predict(singles_t) == asked).double().mean()),
+        "mnist_fd_cut_out": fd_numbers,
+        "mnist_fd_single": fd_single,
+        "mnist_fd_ratio": fd_numbers / max(fd_single, 1e-12),
+        "mnist_fd_floor": real_fd_floor(len(asked), data_dir=data_dir, seed=seed),
+        "seconds_per_single_digit": single_seconds,
+    }

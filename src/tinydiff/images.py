@@ -24,21 +24,34 @@ from .files import write_atomic
 DISPLAY_SCALE = 4
 
 
-def grid_shape(n: int, h: int, w: int, *, nrow: int | None = None, padding: int = 2) -> tuple[int, int]:
+def grid_shape(n: int, h: int, w: int, *, nrow: int | None = None, padding: int = 2, gap: int | None = None) -> tuple[int, int]:
     """The ``(height, width)`` of :func:`make_grid`'s tiling of ``n`` images of ``h x w``: ``ceil(sqrt(n))`` per row by default."""
     nrow = nrow or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / nrow))
-    return rows * (h + padding) + padding, nrow * (w + padding) + padding
+    gap = column_gap(h, w, padding) if gap is None else gap
+    return rows * (h + padding) + padding, nrow * (w + gap) + gap
 
 
-def make_grid(images: np.ndarray, *, nrow: int | None = None, padding: int = 2, pad_value: int = 0) -> np.ndarray:
-    """Tile ``[N, H, W]`` images into one ``[rows*(H+p)+p, nrow*(W+p)+p]`` image, row by row."""
+def column_gap(h: int, w: int, padding: int) -> int:
+    """Columns of digits are ``padding`` apart; wide images (numbers, over 1.5x as wide as high) half a digit apart, so that two
+    numbers side by side read as two numbers, not one long one."""
+    return padding if 2 * w <= 3 * h else max(padding, h // 2)
+
+
+def make_grid(
+    images: np.ndarray, *, nrow: int | None = None, padding: int = 2, pad_value: int = 0, gap: int | None = None
+) -> np.ndarray:
+    """Tile ``[N, H, W]`` images into one ``[rows*(H+p)+p, nrow*(W+g)+g]`` image, row by row.
+
+    ``g``, the space between columns, is ``gap`` if given, else :func:`column_gap`.
+    """
     n, h, w = images.shape
     nrow = nrow or int(np.ceil(np.sqrt(n)))
-    grid = np.full(grid_shape(n, h, w, nrow=nrow, padding=padding), pad_value, dtype=np.uint8)
+    gap = column_gap(h, w, padding) if gap is None else gap
+    grid = np.full(grid_shape(n, h, w, nrow=nrow, padding=padding, gap=gap), pad_value, dtype=np.uint8)
     for k in range(n):
         r, c = divmod(k, nrow)
-        y, x = padding + r * (h + padding), padding + c * (w + padding)
+        y, x = padding + r * (h + padding), gap + c * (w + gap)
         grid[y : y + h, x : x + w] = images[k]
     return grid
 

@@ -3,6 +3,7 @@
     from tinydiff import Pipeline
     pipe = Pipeline.from_ref()                           # the bundled model; or a run dir or model folder
     out = pipe("a handwritten seven", num_images=4)      # out.images: uint8 [4, 28, 28]; out.seed draws them again
+    out = pipe("the year 2026", num_images=4)            # a whole number: uint8 [4, 28, 94], one window a digit
     images = pipe.sample(16, seed=0)                     # the tensor alone; the same seed, the same images
 
 ``Pipeline`` owns the sampling policy: the defaults (``pipe.defaults``, a
@@ -22,11 +23,11 @@ import torch
 from .checkpoint import ModelFolderConfig, load_model_folder, resolve_model_ref
 from .config import SamplingOptions
 from .data import to_uint8
-from .diffusion import EpsilonPredictor
+from .diffusion import EpsilonPredictor, MultiDiffusion, number_canvas
 from .errors import TinyDiffError
 from .outputs import PipelineOutput, Trajectory, TrajectoryRecorder
 from .plugins import get_sampler
-from .prompts import check_prompt
+from .prompts import check_prompt, number_in_prompt, window_prompts
 from .schedules import NoiseSchedule
 
 
@@ -142,6 +143,13 @@ class Pipeline:
         checked = {p: check_prompt(p, tokenizer) for p in dict.fromkeys(prompts)}
         return [checked[p] for p in prompts]
 
+    def canvas_widths(self, prompts: list[str] | None, num: int = 1) -> list[int]:
+        """Each image's width: the model's size for a digit or none, wider for a number (:func:`~tinydiff.diffusion.number_canvas`)."""
+        size = self.config.model.image_size
+        if prompts is None:
+            return [size] * num
+        return [number_canvas(len(number_in_prompt(p) or "0"), size)[0] for p in prompts]
+
     @torch.no_grad()
     def sample(
         self,
@@ -159,6 +167,9 @@ class Pipeline:
         """Draw ``num`` images as uint8 ``[num, H, W]``; the same seed gives the same images on CPU.
 
         ``prompts`` (one per image, or one string for all; "" is unconditional) need a text model.
+        A prompt naming a number of several digits ("the year 2026") is drawn on a wide canvas,
+        one window per digit fused by MultiDiffusion (Bar-Tal et al. 2023); W is then the widest
+        canvas, narrower images centred on background (:meth:`canvas_widths` gives each width).
         ``seed=None`` draws a fresh seed, kept in ``self.last_seed`` (``pipe(...)`` returns it with
         the images). Every option left at None takes ``self.defaults``: the sampler and its steps,
         the classifier-free guidance weight (Ho & Salimans 2022; 1 for none) and the noise levels
@@ -167,24 +178,46 @@ class Pipeline:
         the images as its ``.images``.
         """
         opts = self.options(sampler=sampler, steps=steps, guidance=guidance, guidance_interval=guidance_interval)
-        cfg = self.config.model
-        context = uncond = None
         if isinstance(prompts, str):
             prompts = [prompts] * num
         if prompts is not None:
             prompts = self.check_prompts(prompts)
             if len(prompts) != num:
                 raise TinyDiffError(f"got {len(prompts)} prompts for {num} images; give one prompt per image")
-            context = self.model.encode_text(prompts)
-            uncond = self.model.encode_text([""] * num)
-        elif self.is_text_model:  # no prompt: the unconditional prompt, encoded once rather than every step
-            context = self.model.encode_text([""] * num)
         self.last_seed = fresh_seed() if seed is None else seed
         generator = torch.Generator(self.device).manual_seed(self.last_seed)
-        x_T = torch.randn((num, cfg.in_channels, cfg.image_size, cfg.image_size), generator=generator, device=self.device)
-        predict_eps = EpsilonPredictor(self.model, self.schedule, objective=self.config.diffusion.objective,
-                                       context=context, uncond_context=uncond, guidance=opts.guidance,
-                                       guidance_interval=opts.guidance_interval)  # fmt: skip
+        windows = [window_prompts(p) for p in prompts] if prompts is not None else [None] * num
+        if not any(windows):  # digits only: one batch, as a model trained on single digits draws them
+            return self._draw(prompts, None, num, opts, generator, trajectory, callback)
+        # whole numbers: one batch per number length, shortest first, each on its own canvas width
+        lengths = [len(w) if w else 1 for w in windows]
+        drawn: list[tuple[list[int], Any]] = []
+        for k in sorted(set(lengths)):
+            index = [i for i, length in enumerate(lengths) if length == k]
+            group = [prompts[i] for i in index] if prompts is not None else None
+            group_windows = [w for i in index for w in windows[i]] if k > 1 else None  # type: ignore[union-attr]
+            drawn.append((index, self._draw(group, group_windows, len(index), opts, generator, trajectory, callback)))
+        return _assemble(drawn, num, trajectory)
+
+    def _draw(self, prompts: list[str] | None, windows: list[str] | None, num: int, opts: SamplingOptions,
+              generator: torch.Generator, trajectory: bool, callback: Any) -> torch.Tensor | Trajectory:  # fmt: skip
+        """``num`` images of the same width: digits (``windows`` None) or numbers of k digits (``windows``: k per image)."""
+        cfg = self.config.model
+        context = uncond = None
+        conditions = windows if windows is not None else prompts
+        if conditions is not None:
+            context = self.model.encode_text(conditions)
+            uncond = self.model.encode_text([""] * len(conditions))
+        elif self.is_text_model:  # no prompt: the unconditional prompt, encoded once rather than every step
+            context = self.model.encode_text([""] * num)
+        predict_eps: Any = EpsilonPredictor(self.model, self.schedule, objective=self.config.diffusion.objective,
+                                            context=context, uncond_context=uncond, guidance=opts.guidance,
+                                            guidance_interval=opts.guidance_interval)  # fmt: skip
+        width = cfg.image_size
+        if windows is not None:
+            width, offsets = number_canvas(len(windows) // num, cfg.image_size)
+            predict_eps = MultiDiffusion(predict_eps, offsets, cfg.image_size)
+        x_T = torch.randn((num, cfg.in_channels, cfg.image_size, width), generator=generator, device=self.device)
         recorder = TrajectoryRecorder(x_T, self.schedule, then=callback) if trajectory else None
         x0 = get_sampler(opts.sampler)(predict_eps, x_T, self.schedule, steps=opts.steps, generator=generator,
                                        callback=recorder or callback)  # fmt: skip
@@ -226,3 +259,21 @@ class Pipeline:
             nrow=num_images if asked is not None and len(asked) > 1 else None,
             trajectory=path,
         )
+
+
+def _pad_width(images: torch.Tensor, width: int) -> torch.Tensor:
+    """uint8 ``[..., H, w]`` centred on a background of 0 to ``[..., H, width]``."""
+    left = (width - images.shape[-1]) // 2
+    return torch.nn.functional.pad(images, (left, width - images.shape[-1] - left))
+
+
+def _assemble(drawn: list[tuple[list[int], Any]], num: int, trajectory: bool) -> torch.Tensor | Trajectory:
+    """Batches drawn apart put back in the prompts' order, each padded to the widest canvas."""
+    order = torch.tensor([i for index, _ in drawn for i in index]).argsort()
+    if not trajectory:
+        width = max(images.shape[-1] for _, images in drawn)
+        return torch.cat([_pad_width(images, width) for _, images in drawn])[order]
+    width = max(path.x_t.shape[-1] for _, path in drawn)
+    x_t = torch.cat([_pad_width(path.x_t, width) for _, path in drawn], dim=1)[:, order]
+    pred_x0 = torch.cat([_pad_width(path.pred_x0, width) for _, path in drawn], dim=1)[:, order]
+    return Trajectory(x_t=x_t, pred_x0=pred_x0, sigma=drawn[0][1].sigma)

@@ -23,12 +23,17 @@ def eval_command(
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder holding MNIST/raw (the test set is the reference)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     style: bool = typer.Option(False, "--style", help="Also measure style words: bold/thin ink, leaning right/left slant, large/small extent."),
+    numbers: bool = typer.Option(False, "--numbers", help="Score whole numbers instead: each digit cut out of its canvas and read, by length and position."),
+    lengths: str = typer.Option("2,4,6", "--lengths", help="With --numbers: the number lengths to draw, comma-separated."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Score a model: prompt accuracy per digit, MNIST-FD beside the real-data floor, speed."""
     from ..config import parse_guidance_interval
 
     interval = parse_guidance_interval(guidance_interval)
+    number_lengths = parse_lengths(lengths) if numbers else None
+    if style and numbers:
+        raise TinyDiffError("--style and --numbers are separate evaluations; run one, then the other")
     with importing_torch():
         from ..evaluate import evaluate_pipeline, style_report
         from ..pipeline import Pipeline
@@ -38,6 +43,8 @@ def eval_command(
     pipe.options(**given)  # checked before any work
     if style and not pipe.is_text_model:
         raise TinyDiffError("--style needs a text model; this one is unconditional (drop --style)")
+    if number_lengths is not None:
+        return numbers_command(pipe, number_lengths, num_per_digit, seed, data_dir, given, as_json)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -80,3 +87,47 @@ def eval_command(
         table.add_row("slant, leaning right / left", f"{st['slant_right']:+.3f} / {st['slant_left']:+.3f}")
         table.add_row("extent, large / small", f"{st['large_small_extent_ratio']:.2f}x")
     console.print(table)
+
+
+def parse_lengths(text: str) -> list[int]:
+    """``--lengths 2,4,6``: whole numbers of digits, each from 2 to the longest number a prompt may name."""
+    from ..prompts import MAX_NUMBER_DIGITS
+
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or not all(part.isdigit() and 2 <= int(part) <= MAX_NUMBER_DIGITS for part in parts):
+        raise TinyDiffError(f"--lengths {text!r}: give number lengths from 2 to {MAX_NUMBER_DIGITS} digits, comma-separated, e.g. 2,4,6")
+    return [int(part) for part in parts]
+
+
+def numbers_command(pipe: Any, lengths: list[int], num_per_digit: int, seed: int, data_dir: Optional[str],
+                    given: dict[str, Any], as_json: bool) -> None:  # fmt: skip
+    """``tinydiff eval --numbers``: digit accuracy of whole numbers by length and position, cut-out MNIST-FD, time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..evaluate import evaluate_numbers
+
+    if not pipe.is_text_model:
+        raise TinyDiffError("--numbers needs a text model: numbers are drawn from prompts; this one is unconditional")
+    with Progress(TextColumn("[bold]eval --numbers"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:  # fmt: skip
+        task = progress.add_task("numbers", total=None)
+        report = evaluate_numbers(pipe, lengths=lengths, num_per_digit=num_per_digit, seed=seed, data_dir=data_dir,
+                                  callback=lambda info: progress.update(task, completed=info["done"], total=info["total"]),
+                                  **given)  # fmt: skip
+    allow_fast_exit()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{report['model']}: whole numbers, {report['digits']} digits, {report['sampler']}")
+    for column in ("digits", "numbers", "digit accuracy", "by position", "numbers right", "time vs 1 digit", "vs k digits"):
+        table.add_column(column, justify="right")
+    for k, row in report["lengths"].items():
+        positions = " ".join(f"{a:.0%}" for a in row["accuracy_by_position"])
+        table.add_row(k, str(row["numbers"]), f"{row['digit_accuracy']:.1%}", positions, f"{row['numbers_right']:.1%}",
+                      f"{row['time_vs_single_digit']:.2f}x", f"{row['time_vs_k_single_digits']:.2f}x")  # fmt: skip
+    console.print(table)
+    console.print(f"digit accuracy {report['digit_accuracy']:.1%} (the same digits sampled alone: {report['single_digit_accuracy']:.1%})")
+    console.print(f"MNIST-FD of the cut-out digits {report['mnist_fd_cut_out']:.2f}, of single digits {report['mnist_fd_single']:.2f} "
+                  f"({report['mnist_fd_ratio']:.2f}x); real-data floor {report['mnist_fd_floor']:.2f}")  # fmt: skip

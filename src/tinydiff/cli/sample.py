@@ -65,11 +65,14 @@ def plan_gif(gif: str) -> Path:
 MAX_GRID_PIXELS = 1 << 26
 
 
-def check_picture_sizes(plan: OutputPlan, gif: Path | None, *, total: int, size: int, nrow: int | None, scale: int) -> None:
-    """Refuse a grid or an animation too large to hold in memory, before any sampling."""
+def check_picture_sizes(
+    plan: OutputPlan, gif: Path | None, *, total: int, size: int, nrow: int | None, scale: int, canvas: int | None = None
+) -> None:
+    """Refuse a grid or an animation too large to hold in memory, before any sampling; ``canvas``: the widest image."""
     from ..images import grid_shape
 
-    height, width = grid_shape(total, size * scale, size * scale, nrow=nrow, padding=2 * scale)
+    canvas = canvas or size
+    height, width = grid_shape(total, size * scale, canvas * scale, nrow=nrow, padding=2 * scale)
     if plan.kind == "grid" and height * width > MAX_GRID_PIXELS:
         raise TinyDiffError(
             f"--scale {scale} would make the grid of {total} images {width} x {height} pixels, more than "
@@ -78,7 +81,7 @@ def check_picture_sizes(plan: OutputPlan, gif: Path | None, *, total: int, size:
     if gif is not None:
         from ..animation import check_frame_size
 
-        check_frame_size(total, size, size, nrow=nrow, scale=scale)
+        check_frame_size(total, size, canvas, nrow=nrow, scale=scale)
 
 
 def read_prompts_file(path: Path) -> list[str]:
@@ -96,9 +99,20 @@ def read_prompts_file(path: Path) -> list[str]:
 
 
 def write_output(
-    plan: OutputPlan, images: Any, *, seed: int, nrow: int | None = None, prompts: list[str] | None = None, scale: int = DISPLAY_SCALE
+    plan: OutputPlan,
+    images: Any,
+    *,
+    seed: int,
+    nrow: int | None = None,
+    prompts: list[str] | None = None,
+    scale: int = DISPLAY_SCALE,
+    widths: list[int] | None = None,
 ) -> None:
-    """Write uint8 ``[N, H, W]`` images as the plan says (a grid upscaled ``scale`` times), never leaving a half-written file."""
+    """Write uint8 ``[N, H, W]`` images as the plan says (a grid upscaled ``scale`` times), never leaving a half-written file.
+
+    ``widths``: each image's own canvas width, where whole numbers make some wider than others
+    (narrower ones arrive centred on background): the .npz keeps them, a folder's PNGs are cut to them.
+    """
     import numpy as np
 
     from ..files import write_atomic, write_files_atomic, write_folder_atomic
@@ -111,10 +125,14 @@ def write_output(
         arrays = {"images": images, "seed": np.int64(seed)}
         if prompts is not None:
             arrays["prompts"] = np.array(prompts, dtype=np.str_)
+        if widths is not None and images.shape[-1] != images.shape[-2]:  # wide canvases: each image's own width
+            arrays["widths"] = np.array(widths, dtype=np.int64)
         np.savez(buffer, **arrays)
         write_atomic(plan.path, buffer.getvalue())
     else:  # one PNG each: all of them appear, or none does
-        files = {f"{i:04d}.png": encode_png(image) for i, image in enumerate(images)}
+        widths = widths or [images.shape[-1]] * len(images)
+        lefts = [(images.shape[-1] - w) // 2 for w in widths]
+        files = {f"{i:04d}.png": encode_png(image[:, x : x + w]) for i, (image, x, w) in enumerate(zip(images, lefts, widths))}
         (write_files_atomic if plan.path.is_dir() else write_folder_atomic)(plan.path, files)
 
 
@@ -159,8 +177,12 @@ def sample_command(
         raise TinyDiffError(f"{total} images asked for ({num} for each of {len(asked or [])} prompts); 4096 at most")
     if (guidance is not None or guidance_interval is not None) and prompts is None:
         warning_line("--guidance and --guidance-interval have no effect without a prompt")
+    size = pipe.config.model.image_size
+    widths = pipe.canvas_widths(prompts, total)
     nrow = num if asked is not None and len(asked) > 1 else None  # one grid row per prompt
-    check_picture_sizes(plan, gif_path, total=total, size=pipe.config.model.image_size, nrow=nrow, scale=scale or DISPLAY_SCALE)
+    if nrow is None and max(widths) > size:  # wide images: fewer a row, so the grid stays about square
+        nrow = max(1, round((total * size / max(widths)) ** 0.5))
+    check_picture_sizes(plan, gif_path, total=total, size=size, nrow=nrow, scale=scale or DISPLAY_SCALE, canvas=max(widths))
     if scale is not None and plan.kind != "grid" and gif_path is None:
         warning_line("--scale has no effect on an .npz or a folder of PNGs, which keep the model's pixels; it scales a .png grid and --gif")
 
@@ -179,7 +201,7 @@ def sample_command(
                             guidance_interval=interval, trajectory=gif_path is not None, callback=on_step)  # fmt: skip
     trajectory = drawn if gif_path is not None else None
     images = (trajectory.images if trajectory is not None else drawn).numpy()
-    write_output(plan, images, seed=pipe.last_seed, nrow=nrow, prompts=prompts, scale=scale or DISPLAY_SCALE)
+    write_output(plan, images, seed=pipe.last_seed, nrow=nrow, prompts=prompts, scale=scale or DISPLAY_SCALE, widths=widths)
     if not no_preview:
         from ..images import make_grid, terminal_preview
 
