@@ -335,6 +335,9 @@ class Trainer:
             raise
         except TinyDiffError as exc:  # a file that is missing, truncated or not what it claims
             raise TinyDiffError(f"{exc}; or {fallback_advice(folder)}") from None
+        differs = _first_difference(read_model_config(folder), self.model_folder_config())
+        if differs:
+            raise TinyDiffError(inconsistent_checkpoint(folder, f"its config.json has {differs}, the run's config does not"))
         try:
             step = state["step"]
             if step.numel() != 1 or step.dtype.is_floating_point:
@@ -352,6 +355,18 @@ class Trainer:
             raise TinyDiffError(inconsistent_checkpoint(folder, f"it lacks {exc}")) from None
         except (RuntimeError, ValueError, TypeError, IndexError, OverflowError) as exc:
             raise TinyDiffError(inconsistent_checkpoint(folder, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from None
+
+
+def _first_difference(saved: ModelFolderConfig, wanted: ModelFolderConfig) -> str | None:
+    """The first setting of the network, schedule or objective where a checkpoint differs from the run, as ``key = value``."""
+    from .config import flat_config
+
+    a = flat_config({k: getattr(saved, k).model_dump(mode="json") for k in ("model", "schedule", "diffusion")})
+    b = flat_config({k: getattr(wanted, k).model_dump(mode="json") for k in ("model", "schedule", "diffusion")})
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            return f"{key} = {a.get(key)!r}"
+    return None
 
 
 def inconsistent_checkpoint(folder: Path, reason: str) -> str:
