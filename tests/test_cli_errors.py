@@ -405,7 +405,16 @@ def _sweep_args(text: str, *extra: str) -> Callable[[Ctx], list[str]]:
     return setup
 
 
+def _eval_missing_data(ctx: Ctx) -> list[str]:
+    def sampled(*args: object, **kwargs: object) -> None:
+        raise AssertionError("eval sampled before it checked its data folder")
+
+    ctx.monkeypatch.setattr("tinydiff.pipeline.Pipeline.sample", sampled)
+    return ["eval", "--model", str(ctx.model), "--num-per-digit", "2", "--data-dir", str(ctx.tmp / "nope")]
+
+
 RUN_CASES = [
+    Case("eval-data-dir-missing-checked-before-sampling", _eval_missing_data, lambda ctx: [str(ctx.tmp / "nope"), "does not exist"]),
     # the rows of the table that are about training
     Case("train-seed-beyond-range", fixed(["train", "--seed", "9223372036854775807"]), words("train.seed", "4294967295")),
     Case("train-seed-negative", fixed(["train", "--seed", "-1"]), words("train.seed", "got -1")),
