@@ -233,3 +233,19 @@ def test_snapshots_use_the_default_sampler_unless_configured(tmp_path, tiny_conf
     train(tiny_config(steps=5, sample_every=5, sample_sampler="ddim", sample_steps=3), tmp_path / "b")
     assert (used[0].sampler, used[0].steps) == ("dpm++", None)  # `tinydiff sample`'s default: DPM-Solver++, 10 steps
     assert (used[1].sampler, used[1].steps) == ("ddim", 3)
+
+
+def test_ctrl_c_in_a_sweep_saves_the_variant_and_stops_the_sweep(tmp_path, data_dir) -> None:
+    from conftest import write_tiny_sweep
+
+    from tinydiff.errors import Interrupted
+    from tinydiff.sweep import load_sweep, run_sweep
+
+    text = write_tiny_sweep(tmp_path).read_text().replace("eval_every = 5\n", "")
+    sweep = load_sweep(write_tiny_sweep(tmp_path, text))
+    with pytest.raises(Interrupted, match="variant .* at step 4; checkpoint saved; run the same `tinydiff sweep`") as info:
+        run_sweep(sweep, tmp_path / "out", callback=lambda e: e["event"] == "step" and e["step"] == 3 and os.kill(os.getpid(), signal.SIGINT))
+    assert info.value.exit_code == 130
+    first = tmp_path / "out" / sweep.variants[0].name
+    assert [s for s, _ in list_checkpoints(first)] == [4]
+    assert not (tmp_path / "out" / sweep.variants[1].name).exists(), "the sweep stopped"
