@@ -177,8 +177,6 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     import fcntl
 
     run_dir = Path(run_dir)
-    if str(run_dir).strip() == "" or str(run_dir) == ".":
-        raise TinyDiffError("--run-dir must name a folder for the run, not the current directory")
     if run_dir.exists() and not run_dir.is_dir():
         raise TinyDiffError(f"--run-dir {run_dir} is a file; pass a folder")
     made = []

@@ -152,8 +152,8 @@ def train_command(
             raise TinyDiffError("under torchrun, pass --run-dir so that every process trains the same run")
         run_dir = run_dir or Path("runs") / f"{config.preset}-{datetime.now():%Y%m%d-%H%M%S}"
 
-    if str(run_dir).strip() in ("", "."):
-        raise TinyDiffError("--run-dir must name a folder for the run, not the current directory")
+    if not resume and str(run_dir).strip() in ("", "."):  # `--run-dir ""` is the current directory, with everything in it
+        raise TinyDiffError("--run-dir must name a new folder for the run, not the current directory")
 
     with importing_torch():
         from ..train import TrainingAborted, train  # torch is imported only now
