@@ -8,7 +8,8 @@
 AdamW with linear warm-up and cosine decay, gradient clipping, an EMA of the
 weights (what sampling uses), bf16 autocast on CUDA. Model init, data order and
 noise each come from their own seeded generator, all saved in the checkpoint,
-so a resumed run continues exactly. Under ``torchrun`` N processes train like
+so a resumed run continues exactly. Ctrl-C or SIGTERM lets the step finish and
+writes a checkpoint of it (``TrainResult.interrupted``). Under ``torchrun`` N processes train like
 one process with batch N x B (:mod:`tinydiff.distributed`); rank 0 alone logs,
 draws snapshots and writes checkpoints.
 
