@@ -413,6 +413,20 @@ def _eval_missing_data(ctx: Ctx) -> list[str]:
     return ["eval", "--model", str(ctx.model), "--num-per-digit", "2", "--data-dir", str(ctx.tmp / "nope")]
 
 
+def _read_only_run_dir(ctx: Ctx) -> None:
+    """As root, permissions do not stop a write: the system's answer for a read-only folder is given instead."""
+    import errno
+
+    real_open = os.open
+
+    def refuse(path: object, *args: object, **kwargs: object) -> int:
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    ctx.monkeypatch.setattr(os, "open", refuse)
+
+
 RUN_CASES = [
     Case("eval-data-dir-missing-checked-before-sampling", _eval_missing_data, lambda ctx: [str(ctx.tmp / "nope"), "does not exist"]),
     # the rows of the issue's table that are about training
@@ -473,6 +487,7 @@ RUN_CASES = [
     Case("resume-checkpoint-of-another-model", _run_args(_raw_bytes("run/checkpoints/step-000010/config.json",
                                                                     lambda b: b.replace(b'"base_channels": 16', b'"base_channels": 32'))),
          words("step-000010 is inconsistent", "model.base_channels = 32", "move step-000010")),
+    Case("resume-run-dir-read-only", _run_args(_read_only_run_dir), words("cannot write in the run directory run", "Permission denied")),
     Case("resume-lock-file-a-symlink", _run_args(_lock_symlink), words("cannot write in the run directory")),
     Case("resume-conflicting-preset", _run_args(None, "--preset", "stage1"),
          words("--preset stage1 sets preset = 'stage1'", "has preset = 'stage3'")),

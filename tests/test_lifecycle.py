@@ -249,3 +249,28 @@ def test_ctrl_c_in_a_sweep_saves_the_variant_and_stops_the_sweep(tmp_path, data_
     first = tmp_path / "out" / sweep.variants[0].name
     assert [s for s, _ in list_checkpoints(first)] == [4]
     assert not (tmp_path / "out" / sweep.variants[1].name).exists(), "the sweep stopped"
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_half_written_checkpoint(
+    tmp_path, tiny_toml, data_dir, monkeypatch, capsys
+) -> None:
+    import errno
+
+    from tinydiff import files
+
+    real_fsync = os.fsync
+    calls = []
+
+    def full_at_the_second_checkpoint(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) > 4:  # the first checkpoint's files (and folder) went through
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", full_at_the_second_checkpoint)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["train", "--config", str(tiny_toml), "--steps", "10", "--batch-size", "16", "--device", "cpu",
+                              "--checkpoint-every", "5", "--sample-every", "1000", "--run-dir", "run", "--quiet"], capsys)  # fmt: skip
+    assert code == 1 and err == "error: No space left on device; check the path and its permissions\n"
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-000005"]  # no .tmp-* left
+    assert not (tmp_path / "run" / ".lock").exists()
