@@ -274,3 +274,13 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_half_written_chec
     assert code == 1 and err == "error: No space left on device; check the path and its permissions\n"
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-000005"]  # no .tmp-* left
     assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_sigterm_through_the_command_line_exits_143_with_the_resume_command(tmp_path, tiny_toml, data_dir, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("tinydiff.train.train", lambda *a, **k: train(*a, **{**k, "callback": _signal_at(2, signal.SIGTERM)}))
+    code, out, err = run_cli(["train", "--config", str(tiny_toml), "--steps", "20", "--batch-size", "16", "--device", "cpu",
+                              "--run-dir", "my run", "--quiet"], capsys)  # fmt: skip
+    assert (code, out) == (143, "")
+    assert err == "interrupted at step 3; checkpoint saved; resume with: tinydiff train --run-dir 'my run' --resume\n"
+    assert [s for s, _ in list_checkpoints(tmp_path / "my run")] == [3]

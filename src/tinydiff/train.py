@@ -460,6 +460,8 @@ def _train(
         step = trainer.step
         # a signal stops every rank after the same step (a collective each step under torchrun: ranks agree)
         stopped = dist.agree_signal(signals.signum, trainer.device)
+        if step == tc.steps:
+            stopped = None  # the last step: the run ends as it would have anyway, with its final snapshot
         out_of_time = clock.out_of_time
         if clock.budget is not None and dist.enabled:  # ranks decide together, only at log steps (it syncs)
             out_of_time = step % tc.log_every == 0 and dist.all_agree(out_of_time, trainer.device)
