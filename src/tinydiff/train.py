@@ -433,6 +433,13 @@ def _train(
     # under torchrun every rank makes these checks before any passes the rendezvous in Trainer, so rank 0 cannot write first
     resume_from = resumable_checkpoint(run_dir, resume)
     trainer = Trainer(config, run_dir, dist)  # validates names, architecture and data before anything is written
+    if dist.enabled:  # the ranks made the check each on its own: they must have found the same checkpoint
+        low, high = dist.spread(parse_step_name(resume_from.name) if resume_from is not None else -1, trainer.device)
+        if low != high:
+            raise TinyDiffError(
+                f"the processes see different checkpoints in {run_dir} (steps {low} and {high}); "
+                "put the run directory on a filesystem every node shares"
+            )
     tracker = RunTracker(run_dir, trackers=tc.trackers) if dist.is_main else None  # refuses an unusable tracker
     if resume_from is not None:
         trainer.load(resume_from)
