@@ -210,8 +210,8 @@ def test_resume_extends_a_run(trained_run, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "resuming at step 12" in result.stderr
     assert json.loads(runner.invoke(app, ["inspect", str(copy), "--json"]).stdout)["step"] == 14
-    bad = runner.invoke(app, ["train", "--resume", "--run-dir", str(copy), "--lr", "0.1"])
-    assert bad.exit_code == 1 and "drop --lr" in bad.stderr
+    bad = runner.invoke(app, ["train", "--resume", "--run-dir", str(copy), "--batch-size", "99"])
+    assert bad.exit_code == 1 and "--batch-size sets train.batch_size = 99, but the run in" in bad.stderr
 
 
 def test_version_and_help_do_not_import_torch() -> None:

@@ -108,6 +108,157 @@ def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# -- training runs: a tiny finished run (step 10 of 10, one checkpoint), copied and damaged per case -----------
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import tiny_overrides
+
+    from tinydiff.config import resolve_config
+    from tinydiff.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "run"
+    train(resolve_config("stage3", None, tiny_overrides(steps=10, checkpoint_every=10, sample_every=10)), run)
+    return run
+
+
+STATE = "run/checkpoints/step-000010/training_state.safetensors"
+
+
+def _run_args(damage: Callable[[Ctx], None] | None = None, *extra: str) -> Callable[[Ctx], list[str]]:
+    """`tinydiff train --run-dir run --resume --steps 20` on a copy of the trained run, damaged first."""
+
+    def setup(ctx: Ctx) -> list[str]:
+        shutil.copytree(ctx.run, ctx.tmp / "run", symlinks=True)
+        if damage is not None:
+            damage(ctx)
+        return ["train", "--run-dir", "run", "--resume", "--steps", "20", *extra]
+
+    return setup
+
+
+def _edit_state(edit: Callable[[dict, dict], None]) -> Callable[[Ctx], None]:
+    """Rewrite the checkpoint's training state: ``edit(tensors, metadata)`` changes them in place."""
+
+    def damage(ctx: Ctx) -> None:
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
+
+        path = ctx.tmp / STATE
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata())
+        edit(tensors, meta)
+        save_file(tensors, str(path), metadata=meta)
+
+    return damage
+
+
+def _set_tensor(name: str, value: Callable[[dict], object]) -> Callable[[Ctx], None]:
+    return _edit_state(lambda t, m: t.__setitem__(name, value(t)))
+
+
+def _drop_tensor(name: str) -> Callable[[Ctx], None]:
+    return _edit_state(lambda t, m: t.pop(name))
+
+
+def _run_file(name: str, data: bytes | str) -> Callable[[Ctx], None]:
+    def damage(ctx: Ctx) -> None:
+        path = ctx.tmp / "run" / name
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+    return damage
+
+
+def _run_config(edit: Callable[[dict], None]) -> Callable[[Ctx], None]:
+    def damage(ctx: Ctx) -> None:
+        path = ctx.tmp / "run" / "config.json"
+        record = json.loads(path.read_text())
+        edit(record)
+        path.write_text(json.dumps(record))
+
+    return damage
+
+
+def _raw_bytes(name: str, change: Callable[[bytes], bytes]) -> Callable[[Ctx], None]:
+    def damage(ctx: Ctx) -> None:
+        path = ctx.tmp / name
+        path.write_bytes(change(path.read_bytes()))
+
+    return damage
+
+
+def _huge_sparse(name: str) -> Callable[[Ctx], None]:
+    def damage(ctx: Ctx) -> None:
+        with open(ctx.tmp / "run" / name, "wb") as f:
+            f.truncate(64 * 2**20)  # 64 MB of nothing, without the disk space
+
+    return damage
+
+
+def _replace_with_folder(name: str) -> Callable[[Ctx], None]:
+    def damage(ctx: Ctx) -> None:
+        path = ctx.tmp / "run" / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        path.mkdir()
+
+    return damage
+
+
+def _lock_symlink(ctx: Ctx) -> None:
+    _write(ctx, "precious.txt", "keep me")
+    (ctx.tmp / "run" / ".lock").symlink_to(ctx.tmp / "precious.txt")
+
+
+def _gz(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, compresslevel=1, mtime=0)
+
+
+def _idx_data(ctx: Ctx, *, size: int = 28, n: int = 100, bad_label: int | None = None) -> list[str]:
+    """A data folder with a small IDX training set of ``n`` images of ``size`` x ``size``."""
+    import struct
+
+    data = ctx.tmp / "data"
+    data.mkdir()
+    labels = bytes(i % 10 for i in range(n))
+    if bad_label is not None:
+        labels = labels[:7] + bytes([bad_label]) + labels[8:]
+    (data / MNIST_FILES[0]).write_bytes(_gz(struct.pack(">IIII", 2051, n, size, size) + bytes(n * size * size)))
+    (data / MNIST_FILES[1]).write_bytes(_gz(struct.pack(">II", 2049, n) + labels))
+    return ["train", "--preset", "stage3", "--data-dir", str(data), "--device", "cpu", "--batch-size", "8", "--steps", "1"]
+
+
+def _train_only_data(ctx: Ctx) -> list[str]:
+    """MNIST's training files only: `--eval-every` needs the test set, and it cannot be downloaded."""
+    data = ctx.tmp / "data"
+    data.mkdir()
+    raw = mnist_raw()
+    for name in MNIST_FILES[:2]:
+        (data / name).symlink_to(raw / name)
+
+    def offline(url: object, *args: object, **kwargs: object) -> None:
+        raise OSError("network is unreachable")
+
+    ctx.monkeypatch.setattr(urllib.request, "urlopen", offline)
+    ctx.monkeypatch.setattr("tinydiff.data.mirrors", lambda: ["https://mirror.invalid/mnist/"])
+    return ["train", "--preset", "stage3", "--data-dir", str(data), "--device", "cpu", "--eval-every", "5", "--steps", "10"]
+
+
+def _header_length(data: bytes) -> bytes:
+    return (2**62).to_bytes(8, "little") + data[8:]  # a header "of 4 EiB": a lie about the file
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+
+
 # -- the table ----------------------------------------------------------------------
 
 
@@ -116,6 +267,7 @@ class Ctx:
     tmp: Path  # the working directory
     model: Path  # a good model folder (outside tmp; copy it before damaging it)
     monkeypatch: pytest.MonkeyPatch
+    run: Path | None = None  # a trained run (outside tmp; cases copy it into tmp before damaging it)
 
     def copy_model(self, name: str = "model") -> Path:
         dest = self.tmp / name
@@ -253,6 +405,98 @@ def _sweep_args(text: str, *extra: str) -> Callable[[Ctx], list[str]]:
     return setup
 
 
+def _eval_missing_data(ctx: Ctx) -> list[str]:
+    def sampled(*args: object, **kwargs: object) -> None:
+        raise AssertionError("eval sampled before it checked its data folder")
+
+    ctx.monkeypatch.setattr("tinydiff.pipeline.Pipeline.sample", sampled)
+    return ["eval", "--model", str(ctx.model), "--num-per-digit", "2", "--data-dir", str(ctx.tmp / "nope")]
+
+
+def _read_only_run_dir(ctx: Ctx) -> None:
+    """As root, permissions do not stop a write: the system's answer for a read-only folder is given instead."""
+    import errno
+
+    real_open = os.open
+
+    def refuse(path: object, *args: object, **kwargs: object) -> int:
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    ctx.monkeypatch.setattr(os, "open", refuse)
+
+
+RUN_CASES = [
+    Case("eval-data-dir-missing-checked-before-sampling", _eval_missing_data, lambda ctx: [str(ctx.tmp / "nope"), "does not exist"]),
+    # the rows of the issue's table that are about training
+    Case("train-seed-beyond-range", fixed(["train", "--seed", "9223372036854775807"]), words("train.seed", "4294967295")),
+    Case("train-seed-negative", fixed(["train", "--seed", "-1"]), words("train.seed", "got -1")),
+    Case("resume-optimizer-tensor-wrong-shape", _run_args(_set_tensor("optim/0/exp_avg", lambda t: _torch().zeros(3, 3))),
+         words("step-000010 is inconsistent", "optim/0/exp_avg", "(3, 3)", "move step-000010")),
+    Case("resume-data-order-index-beyond-data", _run_args(_set_tensor("data/order", lambda t: t["data/order"].clone().index_fill_(0, _torch().tensor([3]), 10**6))),
+         words("step-000010 is inconsistent", "index 1000000 beyond the 60000 images")),
+    Case("resume-steps-below-the-run", _run_args(None, "--steps", "3"), words("at step 10", "--steps 3", "above 10")),
+    Case("train-lr-inf", _config_args("[train]\nlr = inf\n"), words("train.lr", "finite")),
+    Case("train-attention-where-a-residual-goes", _config_args('preset = "stage3"\n[model.blocks]\nres = "attention"\n'),
+         words("model.blocks.res = 'attention'", "does not build a UNet")),
+    Case("train-in-channels-3", _config_args('preset = "stage3"\n[model]\nin_channels = 3\n'), words("in_channels = 3", "1 channel")),
+    Case("train-mnist-label-200", lambda ctx: _idx_data(ctx, bad_label=200), words("label 200", "item 7", "0-9")),
+    Case("train-image-size-56", _config_args('preset = "stage3"\n[model]\nimage_size = 56\n'), words("28x28", "image_size = 56")),
+    Case("train-idx-of-32x32-images", lambda ctx: _idx_data(ctx, size=32), words("32x32", "image_size = 28", "set image_size = 32")),
+    Case("train-sample-steps-5000", _config_args('preset = "stage3"\n[train]\nsample_steps = 5000\n'),
+         words("train.sample_steps", "5000 sampler steps", "1000 diffusion timesteps")),
+    Case("train-eval-every-without-test-set", _train_only_data, words("could not be downloaded", MNIST_FILES[2])),
+    # run directories someone else made, edited or damaged
+    Case("run-dir-is-a-file", lambda ctx: ["train", "--run-dir", str(_write(ctx, "notes.txt", "x"))], words("notes.txt", "is a file")),
+    Case("run-dir-empty", fixed(["train", "--run-dir", ""]), words("--run-dir", "not the current directory")),
+    Case("run-dir-under-a-file", lambda ctx: ["train", "--preset", "stage3", "--device", "cpu", "--steps", "1",
+                                              "--run-dir", str(_write(ctx, "notes.txt", "x") / "run")],
+         words("cannot create the run directory", "notes.txt")),
+    Case("resume-run-config-a-json-list", _run_args(_run_file("config.json", "[]")), words("config.json", "does not hold a run's config")),
+    Case("resume-run-config-train-a-number", _run_args(_run_config(lambda r: r["config"].__setitem__("train", 5))),
+         words("config.json", "train", "edited or is damaged")),
+    Case("resume-run-config-not-utf8", _run_args(_run_file("config.json", b"\xff\xfe{")), words("config.json", "not valid JSON")),
+    Case("resume-run-config-nested-deeply", _run_args(_run_file("config.json", "[" * 200_000)), words("config.json", "not valid JSON")),
+    Case("resume-run-config-huge", _run_args(_huge_sparse("config.json")), words("config.json", "67108864 bytes")),
+    Case("resume-run-config-a-folder", _run_args(_replace_with_folder("config.json")), words("config.json", "not a regular file")),
+    Case("resume-run-config-lying-batch-size", _run_args(_run_config(lambda r: r["config"]["train"].__setitem__("batch_size", -3))),
+         words("config.json", "train.batch_size", "got -3")),
+    Case("resume-checkpoints-a-file", _run_args(lambda ctx: (shutil.rmtree(ctx.tmp / "run/checkpoints"), _write(ctx, "run/checkpoints", "x"))),
+         words("checkpoints is not a folder")),
+    Case("resume-state-truncated", _run_args(_raw_bytes(STATE, lambda b: b[: len(b) // 3])),
+         words("training_state.safetensors", "truncated or corrupted", "move step-000010")),
+    Case("resume-state-empty", _run_args(_raw_bytes(STATE, lambda b: b"")), words("training_state.safetensors", "truncated or corrupted")),
+    Case("resume-state-lying-header-length", _run_args(_raw_bytes(STATE, _header_length)),
+         words("training_state.safetensors", "truncated or corrupted")),
+    Case("resume-state-without-step", _run_args(_drop_tensor("step")), words("step-000010 is inconsistent", "lacks 'step'")),
+    Case("resume-state-step-disagrees-with-name", _run_args(_set_tensor("step", lambda t: _torch().tensor(999))),
+         words("holds step 999", "named step-000010")),
+    Case("resume-state-metadata-not-json", _run_args(_edit_state(lambda t, m: m.__setitem__("tinydiff", "{oops"))),
+         words("step-000010 is inconsistent")),
+    Case("resume-state-param-groups-lying", _run_args(_edit_state(lambda t, m: m.__setitem__("tinydiff", json.dumps({"format": 1, "device_type": "cpu", "param_groups": []})))),
+         words("step-000010 is inconsistent", "parameter groups")),
+    Case("resume-state-optimizer-of-a-parameter-that-is-not-there", _run_args(_set_tensor("optim/999/exp_avg", lambda t: _torch().zeros(1))),
+         words("step-000010 is inconsistent", "parameter 999")),
+    Case("resume-state-rng-garbage", _run_args(_set_tensor("rng/torch", lambda t: _torch().zeros(3, dtype=_torch().uint8))),
+         words("step-000010 is inconsistent")),
+    Case("resume-state-data-order-repeated", _run_args(_set_tensor("data/order", lambda t: _torch().zeros_like(t["data/order"]))),
+         words("step-000010 is inconsistent", "repeated indices")),
+    Case("resume-state-data-position-beyond", _run_args(_set_tensor("data/counters", lambda t: _torch().tensor([0, 10**9]))),
+         words("step-000010 is inconsistent", "position 1000000000")),
+    Case("resume-checkpoint-of-another-model", _run_args(_raw_bytes("run/checkpoints/step-000010/config.json",
+                                                                    lambda b: b.replace(b'"base_channels": 16', b'"base_channels": 32'))),
+         words("step-000010 is inconsistent", "model.base_channels = 32", "move step-000010")),
+    Case("resume-run-dir-read-only", _run_args(_read_only_run_dir), words("cannot write in the run directory run", "Permission denied")),
+    Case("resume-lock-file-a-symlink", _run_args(_lock_symlink), words("cannot write in the run directory")),
+    Case("resume-conflicting-preset", _run_args(None, "--preset", "stage1"),
+         words("--preset stage1 sets preset = 'stage1'", "has preset = 'stage3'")),
+    Case("resume-conflicting-batch-size", _run_args(None, "--batch-size", "32"),
+         words("--batch-size sets train.batch_size = 32", "has train.batch_size = 16")),
+    Case("resume-conflicting-config-file", lambda ctx: _run_args(None, "--config", str(_write(ctx, "c.toml", "[model]\nbase_channels = 32\n")))(ctx),
+         words("sets model.base_channels = 32", "has model.base_channels = 16")),
+]
+
 CASES = [
     # train: names
     Case("unknown-schedule", fixed(["train", "--schedule", "cosin", "--steps", "1", "--device", "cpu"]),
@@ -344,6 +588,7 @@ CASES = [
     Case("usage-unknown-option", fixed(["train", "--stepz", "3"]), words("--stepz", "tinydiff train --help"), code=2),
     Case("usage-not-a-number", fixed(["sample", "--num", "many"]), words("--num", "integer"), code=2),
     Case("usage-unknown-command", fixed(["trian"]), words("trian"), code=2),
+    *RUN_CASES,
 ]
 
 
@@ -355,20 +600,24 @@ def _with(ctx: Ctx, damage: Callable[[Path], None]) -> Path:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_error_line(
-    case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], model_folder: Path
+    case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], model_folder: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TINYDIFF_DEBUG", raising=False)
-    ctx = Ctx(tmp_path, model_folder, monkeypatch)
+    run = request.getfixturevalue("trained_run") if case.id.startswith("resume-") and case in RUN_CASES else None
+    ctx = Ctx(tmp_path, model_folder, monkeypatch, run)
     args = case.setup(ctx)
     before = tree(tmp_path)
     model_before = {p: (model_folder / p).read_bytes() for p in ("config.json", "model.safetensors")}
+    run_before = {p: p.read_bytes() for p in tmp_path.glob("run/**/*") if p.is_file() and p.stat().st_size < 2**20}
 
     code, out, err = run_cli(args, capsys)
 
     assert_one_error_line(code, out, err, case.code, case.needles(ctx))
     assert tree(tmp_path) == before, "files or folders were created or deleted"
     assert {p: (model_folder / p).read_bytes() for p in model_before} == model_before
+    assert {p: p.read_bytes() for p in run_before} == run_before, "a run directory's files were changed"
     if case.id == "data-dir-without-mnist-offline":
         assert ctx.calls, "the download was never attempted"  # type: ignore[attr-defined]
         assert all(".invalid/mnist/" in url for url in ctx.calls)  # type: ignore[attr-defined]

@@ -113,6 +113,18 @@ def _as_tensor(value: Any) -> Any:
 # -- reading ------------------------------------------------------------------
 
 
+class InconsistentCheckpoint(TinyDiffError):
+    """A checkpoint whose files load but do not fit together or this run (edited, damaged, another run's)."""
+
+    def __init__(self, folder: Path, reason: str) -> None:
+        super().__init__(f"cannot resume from {folder}: {reason}; it does not match this config")
+        self.folder, self.reason = folder, reason
+
+
+class DeviceMismatch(TinyDiffError):
+    """A checkpoint saved on another device type: its random-number state belongs there."""
+
+
 def read_json_object(path: Path, *, missing: str) -> dict[str, Any]:
     """A model folder's JSON file as a dict; ``missing`` is the message when the file is absent."""
     try:
@@ -121,6 +133,8 @@ def read_json_object(path: Path, *, missing: str) -> dict[str, Any]:
         raise TinyDiffError(missing) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TinyDiffError(f"{path} is not valid JSON ({exc}); the model folder is corrupted") from None
+    except RecursionError:  # [[[[...]]]] nested deeper than Python's parser goes
+        raise TinyDiffError(f"{path} is nested too deeply to be a config; the model folder is corrupted") from None
     if not isinstance(raw, dict):
         raise TinyDiffError(f"{path} must hold a JSON object; the model folder is corrupted")
     return raw
@@ -210,7 +224,7 @@ def load_checkpoint(folder: Path, *, ema: Any, model: Any, optimizer: Any, devic
             meta = json.loads((f.metadata() or {})["tinydiff"])
         saved_device = meta.get("device_type", "cpu")
         if saved_device != device_type:
-            raise TinyDiffError(
+            raise DeviceMismatch(
                 f"this run trained on {saved_device}; resume it with --device {saved_device} "
                 "(its random-number state belongs to that device)"
             )
@@ -221,10 +235,37 @@ def load_checkpoint(folder: Path, *, ema: Any, model: Any, optimizer: Any, devic
             if key.startswith("optim/"):
                 _, index, name = key.split("/", 2)
                 per_param.setdefault(int(index), {})[name] = value
+        _check_optimizer_state(optimizer, per_param, meta["param_groups"])
         optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise TinyDiffError(f"cannot resume from {folder}: {str(exc).splitlines()[0]}; it does not match this config") from None
+    except KeyError as exc:
+        raise InconsistentCheckpoint(folder, f"{STATE_FILE} lacks {exc}") from None
+    except (RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise InconsistentCheckpoint(folder, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     return {k: v for k, v in state.items() if not k.startswith(("model/", "optim/"))}
+
+
+def _check_optimizer_state(optimizer: Any, per_param: dict[int, dict[str, Any]], groups: Any) -> None:
+    """AdamW's saved tensors must be those of this network's parameters: same count, same shapes."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups) or not all(isinstance(g, dict) for g in groups):
+        raise ValueError("its optimizer settings do not describe this network's parameter groups")
+    saved_params = [i for g in groups for i in g.get("params", [])]
+    if sorted(saved_params) != list(range(len(params))):
+        raise ValueError(f"its optimizer settings list {len(saved_params)} parameters, the network has {len(params)}")
+    for index, tensors in per_param.items():
+        if not 0 <= index < len(params):
+            raise ValueError(f"optimizer tensors for parameter {index}, but the network has {len(params)} parameters")
+        for name, value in tensors.items():
+            if name == "step":
+                if value.numel() != 1:
+                    raise ValueError(f"optimizer tensor optim/{index}/step has shape {tuple(value.shape)}, expected a number")
+            elif tuple(value.shape) != tuple(params[index].shape):
+                raise ValueError(
+                    f"optimizer tensor optim/{index}/{name} has shape {tuple(value.shape)}, "
+                    f"its parameter has {tuple(params[index].shape)}"
+                )
+            elif not value.dtype.is_floating_point:
+                raise ValueError(f"optimizer tensor optim/{index}/{name} has dtype {value.dtype}, expected floating point")
 
 
 # -- finding models -------------------------------------------------------------

@@ -23,6 +23,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_PRESET = "laptop"
+MAX_SEED = 2**32 - 1  # seeds are 0 to 4294967295, as in NumPy
 # `[train]` keys a resumed run may change (everything else is the run's own config): `--resume`, and a sweep run again
 RESUMABLE_TRAIN_KEYS = frozenset({"steps", "max_minutes", "sample_every", "checkpoint_every", "device", "data_dir",
                                   "eval_every", "keep_checkpoints", "trackers"})  # fmt: skip
@@ -92,14 +93,15 @@ class TrainConfig(_Strict):
 
     steps: int = Field(20_000, gt=0)  # optimizer steps
     batch_size: int = Field(64, gt=0)  # images per step; 64 keeps a CPU step short
-    lr: float = Field(1e-3, gt=0)  # AdamW peak; stable for these small UNets, digits by step 500 on MNIST
-    weight_decay: float = Field(0.0, ge=0)  # decoupled; EMA already regularises
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)  # AdamW peak; stable for these small UNets, digits by step 500 on MNIST
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)  # decoupled; EMA already regularises
     warmup_steps: int = Field(200, ge=0)  # linear warm-up avoids early instability
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # decay after warm-up
     min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine decays to this fraction of lr
-    grad_clip: float = Field(1.0, gt=0)  # max global gradient norm
+    grad_clip: float = Field(1.0, gt=0, allow_inf_nan=False)  # max global gradient norm
     ema_decay: float = Field(0.999, ge=0, lt=1)  # EMA of weights, what sampling uses
-    seed: int = Field(0, ge=0)  # model init, data order and noise all derive from it
+    # model init, data order and noise all derive from it; 32 bits, so that every seed derived from it fits torch's
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda when present
     data_dir: str | None = None  # folder holding MNIST/raw; default TINYDIFF_DATA_DIR, else a cache
     log_every: int = Field(50, gt=0)  # steps between metrics.jsonl lines

@@ -123,6 +123,12 @@ def _read_split(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, tor
             raise TinyDiffError(
                 f"MNIST files in {images_path.parent} do not match: {tuple(images.shape)} images, {tuple(labels.shape)} labels"
             )
+        if len(labels) and int(labels.max()) > 9:
+            first = int(torch.nonzero(labels > 9)[0])
+            raise TinyDiffError(
+                f"{labels_path} holds label {int(labels[first])} (item {first}); MNIST labels are 0-9, "
+                "so the file is corrupted or not MNIST: replace it"
+            )
         if len(_SPLITS) >= 4:  # both splits of two folders at most
             del _SPLITS[next(iter(_SPLITS))]
         _SPLITS[key] = (images, labels)
@@ -244,9 +250,22 @@ class BatchSampler:
         }
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.order = state["order"].clone()
+        """Restore a saved state; one that does not fit this data set (edited, another data set's) is a ValueError."""
+        order, counters = state["order"], state["counters"]
+        if order.dtype != torch.int64 or tuple(order.shape) != (self.size,):
+            raise ValueError(f"its data order has shape {tuple(order.shape)} ({order.dtype}), the data set has {self.size} images")
+        if not torch.equal(torch.sort(order).values, torch.arange(self.size)):
+            bad = order[(order < 0) | (order >= self.size)]
+            what = f"index {int(bad[0])} beyond the {self.size} images" if len(bad) else "repeated indices"
+            raise ValueError(f"its data order holds {what}")
+        if tuple(counters.shape) != (2,) or counters.dtype.is_floating_point:
+            raise ValueError(f"its data counters have shape {tuple(counters.shape)}, expected (2,)")
+        epoch, position = (int(v) for v in counters)
+        if epoch < 0 or not 0 <= position <= self.size:
+            raise ValueError(f"its data position {position} (epoch {epoch}) is outside the {self.size} images")
         self.generator.set_state(state["rng"])
-        self.epoch, self.position = (int(v) for v in state["counters"])
+        self.order = order.clone()
+        self.epoch, self.position = epoch, position
 
 
 SCALE_RANGE = (0.6, 1.3)  # train.scale_augment: a 20-pixel MNIST digit becomes 12 to 26 pixels tall

@@ -98,6 +98,27 @@ class Distributed:
             return flag
         return bool(self.mean(torch.tensor([float(flag)], device=device)) > 0)
 
+    def spread(self, value: int, device: torch.device) -> tuple[int, int]:
+        """The lowest and highest ``value`` over all ranks (a collective when distributed)."""
+        if not self.enabled:
+            return value, value
+        import torch.distributed as dist
+
+        both = torch.tensor([-float(value), float(value)], device=device)
+        dist.all_reduce(both, op=dist.ReduceOp.MAX)
+        return int(-both[0].item()), int(both[1].item())
+
+    def agree_signal(self, signum: int | None, device: torch.device) -> int | None:
+        """The stop signal any rank received (the highest number when several did), the same on every rank
+        (a collective when distributed: every rank calls it after every step)."""
+        if not self.enabled:
+            return signum
+        import torch.distributed as dist
+
+        value = torch.tensor([float(signum or 0)], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return int(value.item()) or None
+
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """The mean of ``value`` over all ranks (the value itself when not distributed)."""
         if not self.enabled:

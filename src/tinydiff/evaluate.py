@@ -273,6 +273,13 @@ def evaluate_pipeline(
     given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": guidance_interval}
     opts = pipe.options(**given)
     total = 10 * num_per_digit
+    # what scoring needs, before the first sample is drawn: the test set (the reference), the training set
+    # (the floor's real digits) and the classifier; a missing data folder fails in a second, not after sampling
+    _reference_stats(data_dir, "test")
+    train_images, _ = load_mnist(data_dir, split="train")
+    if total > len(train_images):
+        raise TinyDiffError(f"--num-per-digit {num_per_digit} asks for {total} images, more than the {len(train_images)} "
+                            "training images the real-data floor draws from; ask for fewer")  # fmt: skip
     asked = torch.arange(10).repeat_interleave(num_per_digit)
     conditional = bool(getattr(pipe, "is_text_model", False))
     evaluations = 0

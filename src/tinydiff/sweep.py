@@ -36,7 +36,7 @@ from .config import (
     parse_guidance_interval,
     resolve_config,
 )
-from .errors import TinyDiffError
+from .errors import Interrupted, TinyDiffError
 from .files import write_json
 from .tracking import EVAL, RUN_CONFIG
 
@@ -339,6 +339,12 @@ def run_sweep(sweep: Sweep, out: str | Path, *, callback: Callback | None = None
             shutil.rmtree(run)  # killed before its first checkpoint: nothing to resume, so it starts again
         result = train(variant.config, run, resume=status == "resumable", command=["tinydiff", "sweep", str(sweep.path)],
                        callback=lambda event, name=variant.name: emit({**event, "variant": name}))  # fmt: skip
+        if result.interrupted:  # Ctrl-C or SIGTERM: the variant saved a checkpoint; the sweep stops here
+            raise Interrupted(
+                f"sweep interrupted in variant {variant.name!r} at step {result.step}; checkpoint saved; "
+                f"run the same `tinydiff sweep` command again to continue",
+                exit_code=128 + result.interrupted,
+            )
         tc = variant.config.train
         trained[variant.name] = {"step": result.step, "steps": tc.steps, "max_minutes": tc.max_minutes}
         _write_state(sweep, out, trained)

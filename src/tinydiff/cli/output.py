@@ -93,7 +93,7 @@ def handles_errors(fn: F) -> F:
                 if os.environ.get("TINYDIFF_DEBUG") == "1":
                     raise
                 error_line(describe_error(exc))
-                raise typer.Exit(1) from None
+                raise typer.Exit(getattr(exc, "exit_code", 1) if isinstance(exc, TinyDiffError) else 1) from None
 
     return wrapper  # type: ignore[return-value]
 
