@@ -475,6 +475,8 @@ def resolve_model_ref(ref: str | None) -> Path:
         )
     path = Path(ref).expanduser()
     if path.is_dir():
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            check_own_file(path / name)  # a link out of the folder, or a device, is named as such
         if is_model_folder(path):
             return path
         if (path / "checkpoints").is_dir():

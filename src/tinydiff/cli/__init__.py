@@ -26,7 +26,7 @@ app = typer.Typer(
     name="tinydiff",
     help="Denoising diffusion models from scratch: train, sample and inspect DDPMs on MNIST.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -43,6 +43,40 @@ def importing_torch() -> Any:
             gc.enable()
 
 
+def preview_allowed() -> bool:
+    """The terminal preview is drawn in colour half-blocks: only when stdout is a colour terminal.
+
+    A pipe or a file (``| cat``, ``> out.txt``), ``NO_COLOR`` (https://no-color.org) and ``TERM=dumb``
+    get no preview; ``FORCE_COLOR`` draws it anyway, as Rich does.
+    """
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return bool(os.environ.get("FORCE_COLOR")) or console.is_terminal
+
+
+def stdout_closed() -> None:
+    """The reader of stdout went away (``tinydiff ... | head -1``): drop what is left to print, keep going.
+
+    A closed stdout is not a failure of the command: its files are written and its messages still
+    go to stderr. Later writes to stdout, and the flush at exit, go to the null device.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # a stdout without a file descriptor (a test's capture)
+        pass
+
+
+def progress_bar(*columns: Any, transient: bool) -> Any:
+    """A Rich progress bar on stderr, drawn only on a terminal: in a log file or a pipe it would leave a blank line."""
+    from rich.progress import Progress
+
+    return Progress(*columns, console=err_console, transient=transient, disable=not err_console.is_terminal)
+
+
 def error_line(message: str) -> None:
     """The one red line an expected error gets."""
     err_console.print(Text(f"error: {' '.join(str(message).split())}", style="bold red"))
@@ -89,6 +123,9 @@ def handles_errors(fn: F) -> F:
             warnings.showwarning = _show_warning
             try:
                 return fn(*args, **kwargs)
+            except BrokenPipeError:  # stdout's reader went away: what was asked for is done
+                stdout_closed()
+                return None
             except (TinyDiffError, ValidationError, OSError) as exc:
                 if os.environ.get("TINYDIFF_DEBUG") == "1":
                     raise
