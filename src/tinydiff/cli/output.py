@@ -43,15 +43,17 @@ def importing_torch() -> Any:
             gc.enable()
 
 
-def preview_allowed() -> bool:
-    """The terminal preview is drawn in colour half-blocks: only when stdout is a colour terminal.
+def preview_console() -> Console | None:
+    """Where the terminal preview is drawn, or None: it is drawn in colour half-blocks, so only on a colour terminal.
 
     A pipe or a file (``| cat``, ``> out.txt``), ``NO_COLOR`` (https://no-color.org) and ``TERM=dumb``
-    get no preview; ``FORCE_COLOR`` draws it anyway, as Rich does.
+    get no preview; ``FORCE_COLOR`` draws it anyway, as Rich does. Made when asked, so the
+    environment of that moment counts.
     """
     if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    return bool(os.environ.get("FORCE_COLOR")) or console.is_terminal
+        return None
+    preview = Console(highlight=False, soft_wrap=True)
+    return preview if preview.is_terminal and preview.color_system is not None else None
 
 
 def stdout_closed() -> None:

@@ -16,11 +16,10 @@ from ..images import DISPLAY_SCALE
 from .options import Device, complete_names, finite_float, names_help, registry_name
 from .output import (
     allow_fast_exit,
-    console,
     err_console,
     handles_errors,
     importing_torch,
-    preview_allowed,
+    preview_console,
     progress_bar,
     stdout_closed,
     warning_line,
@@ -213,12 +212,13 @@ def sample_command(
     trajectory = drawn if gif_path is not None else None
     images = (trajectory.images if trajectory is not None else drawn).numpy()
     write_output(plan, images, seed=pipe.last_seed, nrow=nrow, prompts=prompts, scale=scale or DISPLAY_SCALE)
-    if not no_preview and preview_allowed():
+    screen = None if no_preview else preview_console()
+    if screen is not None:
         from ..images import make_grid, terminal_preview
 
         try:
-            for line in terminal_preview(make_grid(images, nrow=nrow), max_width=max(20, console.width)):
-                console.print(line)
+            for line in terminal_preview(make_grid(images, nrow=nrow), max_width=max(20, screen.width)):
+                screen.print(line)
         except BrokenPipeError:  # `| head -1`: the files are written; the "wrote" line below still goes to stderr
             stdout_closed()
     what = {"grid": "a grid", "npz": "an .npz", "folder": "one PNG each"}[plan.kind]
