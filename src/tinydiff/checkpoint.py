@@ -224,7 +224,7 @@ def safetensors_header(path: Path) -> dict[str, Any]:
             raw = f.read(length)
     except OSError as exc:
         raise TinyDiffError(f"{path} cannot be read ({exc.strerror or exc})") from None
-    if not json_depth_ok(raw, 4):
+    if not json_depth_ok(raw):
         raise corrupted("its header nests too deep")
     try:
         header = json.loads(raw.decode("utf-8"))
