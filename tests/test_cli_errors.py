@@ -180,7 +180,7 @@ def _data_dir_is_file(ctx: Ctx) -> list[str]:
 
 
 def _data_dir_without_mnist(ctx: Ctx) -> list[str]:
-    (ctx.tmp / "data").mkdir()
+    (ctx.tmp / "data").mkdir(exist_ok=True)
     calls: list[str] = []
 
     def offline(url: object, *args: object, **kwargs: object) -> None:
@@ -706,6 +706,9 @@ HOSTILE = [
     Case("sample-out-npz-full-disk", _out_on_full_disk("x.npz", after=0), words("No space left on device")),
     Case("sample-out-read-only-dir", _read_only("pngs/", make_dir=True), words("Read-only file system")),
     Case("sample-out-read-only-grid", _read_only("grid.png"), words("Read-only file system")),
+    # a failed download leaves the data folder as it was: the user's MNIST/ stays, the raw/ it made goes
+    Case("data-dir-with-mnist-folder-offline", lambda ctx: ((ctx.tmp / "data" / "MNIST").mkdir(parents=True), _data_dir_without_mnist(ctx))[1],
+         words("could not be downloaded")),
 ]
 
 
@@ -740,7 +743,7 @@ def test_bad_input_is_one_error_line(
     assert_one_error_line(code, out, err, case.code, case.needles(ctx))
     assert tree(tmp_path) == before, "files or folders were created or deleted"
     assert {p: (model_folder / p).read_bytes() for p in model_before} == model_before
-    if case.id == "data-dir-without-mnist-offline":
+    if case.id in ("data-dir-without-mnist-offline", "data-dir-with-mnist-folder-offline"):
         assert ctx.calls, "the download was never attempted"  # type: ignore[attr-defined]
         assert all(".invalid/mnist/" in url for url in ctx.calls)  # type: ignore[attr-defined]
 
