@@ -148,3 +148,49 @@ def test_a_shell_pipeline_and_a_log_file(tiny_model: Path, tmp_path: Path) -> No
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     assert (tmp_path / "log").read_text() == "wrote 2 images (a grid) to x.png\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log", "x.png"]
+
+
+def test_prompts_from_standard_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`printf 'a seven\\na three\\n' | tinydiff sample --prompts-file -`: one grid row a prompt, in order."""
+    from conftest import read_npz
+
+    from tinydiff.checkpoint import ModelFolderConfig, save_model_folder
+    from tinydiff.config import ModelConfig, ScheduleConfig, TextConfig
+    from tinydiff.nn.text import Tokenizer
+    from tinydiff.nn.unet import UNet
+
+    cfg = ModelConfig(**TINY, text=TextConfig(dim=8, layers=1, heads=2, max_length=6), cross_attention_resolutions=[14])
+    tokenizer = Tokenizer(["a", "seven", "three"], max_length=6)
+    save_model_folder(tmp_path / "m", ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_timesteps=50)),
+                      UNet(cfg, tokenizer=tokenizer).state_dict(), tokenizer)  # fmt: skip
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"a seven\n\na three\n")))
+    code, out, err = run(["sample", "--prompts-file", "-", "--model", "m", "--num", "2", "--seed", "0", "--out", "x.npz"], capsys)
+    assert (code, out, err) == (0, "", "wrote 4 images (an .npz) to x.npz\n")
+    assert read_npz(tmp_path / "x.npz")["prompts"].tolist() == ["a seven", "a seven", "a three", "a three"]
+
+
+def test_completion_script_and_values(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--show-completion bash` prints the script; completing `--preset` and `--sampler` offers the choices."""
+    code, out, err = run(["--show-completion", "bash"], capsys)
+    assert code == 0 and "_tinydiff_completion()" in out and "complete -o default -F _tinydiff_completion tinydiff" in out
+    monkeypatch.setenv("_TINYDIFF_COMPLETE", "complete_bash")
+    for words, offered in [("tinydiff train --preset st", ["stage1", "stage2", "stage3", "stage4"]),
+                           ("tinydiff sample --sampler d", ["ddpm", "ddim", "dpm++"]),
+                           ("tinydiff sample --device c", ["cpu", "cuda"])]:  # fmt: skip
+        monkeypatch.setenv("COMP_WORDS", words)
+        monkeypatch.setenv("COMP_CWORD", str(len(words.split()) - 1))
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            main([])  # the words to complete come from COMP_WORDS
+        assert capsys.readouterr().out.split() == offered
+
+
+def test_train_help_shows_the_defaults(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, err = run(["train", "--help"], capsys)
+    assert code == 0
+    for option, default in [("--steps", "(preset laptop: 20000)"), ("--lr", "(preset laptop: 0.001)"), ("--schedule", "(preset laptop: linear)"),
+                            ("--preset", "(laptop)"), ("--device", "(preset laptop: auto)"), ("--eval-every", "(off)")]:  # fmt: skip
+        line = next(line for line in out.splitlines() if f" {option} " in line)
+        assert f"[default: {default}]" in line, line
+    assert "<gpu|laptop|stage1|stage2|stage3|stage4>" in out and "<auto|cpu|cuda|mps>" in out and "<text|none>" in out
