@@ -170,9 +170,10 @@ def test_prompts_from_standard_input(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_completion_script_and_values(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--show-completion bash` prints the script; completing `--preset` and `--sampler` offers the choices."""
-    code, out, err = run(["--show-completion", "bash"], capsys)
-    assert code == 0 and "_tinydiff_completion()" in out and "complete -o default -F _tinydiff_completion tinydiff" in out
+    """`--show-completion` prints the script for the shell it runs from; completing `--preset` and `--sampler` offers the choices."""
+    monkeypatch.setattr("typer.completion._get_shell_name", lambda: "bash")  # as if run from bash, whatever started the tests
+    code, out, err = run(["--show-completion"], capsys)
+    assert code == 0 and "_tinydiff_completion()" in out, err and "complete -o default -F _tinydiff_completion tinydiff" in out
     monkeypatch.setenv("_TINYDIFF_COMPLETE", "complete_bash")
     for words, offered in [("tinydiff train --preset st", ["stage1", "stage2", "stage3", "stage4"]),
                            ("tinydiff sample --sampler d", ["ddpm", "ddim", "dpm++"]),
@@ -194,3 +195,18 @@ def test_train_help_shows_the_defaults(capsys: pytest.CaptureFixture[str], monke
         line = next(line for line in out.splitlines() if f" {option} " in line)
         assert f"[default: {default}]" in line, line
     assert "<gpu|laptop|stage1|stage2|stage3|stage4>" in out and "<auto|cpu|cuda|mps>" in out and "<text|none>" in out
+
+
+def test_one_damaged_run_does_not_hide_the_others(tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tinydiff inspect` lists the sound runs under ./runs and says, in one warning line, which one it skipped."""
+    import shutil
+
+    for name, record in [("good", {"config": {"preset": "stage3", "train": {"steps": 10}}}), ("bad", [1, 2])]:
+        run_dir = Path("runs") / name
+        shutil.copytree(tiny_model, run_dir / "checkpoints" / "step-000010")
+        (run_dir / "config.json").write_text(json.dumps(record))
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = run(["inspect", "--json"], capsys)
+    assert code == 0
+    assert [(r["run_dir"], r["preset"], r["step"]) for r in json.loads(out)] == [("runs/good", "stage3", 10)]
+    assert re.fullmatch(r"warning: runs/bad/config\.json must hold a JSON object, not a list; .*that run is not listed \(tinydiff inspect runs/bad says more\)\n", err), err

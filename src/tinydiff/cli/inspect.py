@@ -22,7 +22,7 @@ from ..checkpoint import (
 )
 from ..errors import TinyDiffError
 from ..tracking import RUN_CONFIG, find_runs, is_run_dir, list_snapshots, read_metrics
-from .output import console, handles_errors
+from .output import console, handles_errors, warning_line
 
 
 def parameter_count(folder: Path) -> int:
@@ -113,7 +113,11 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     """A row for each run in a folder of runs and in its subfolders (a sweep's): preset, newest logged step and loss."""
     runs = []
     for run in find_runs(root):
-        info = describe_run(run)
+        try:
+            info = describe_run(run)
+        except TinyDiffError as exc:  # one damaged run does not hide the others
+            warning_line(f"{exc}; that run is not listed (tinydiff inspect {run} says more)")
+            continue
         info["updated"] = datetime.fromtimestamp(run.stat().st_mtime).isoformat(timespec="seconds")
         runs.append({k: info[k] for k in ("run_dir", "preset", "step", "steps", "loss", "updated")})
     return runs
