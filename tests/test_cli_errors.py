@@ -578,7 +578,7 @@ def _out_on_full_disk(out: str, *, make_dir: bool = False, after: int = 1) -> Ca
         if make_dir:
             (ctx.tmp / out.rstrip("/")).mkdir()
         _full_disk(ctx, after=after)
-        return ["sample", "--model", str(ctx.model), "--num", "3", "--seed", "0", "--out", out, "--no-preview"]
+        return ["sample", "--model", str(ctx.model), "--num", "3", "--steps", "1", "--seed", "0", "--out", out, "--no-preview"]
 
     return setup
 
@@ -597,7 +597,7 @@ def _read_only(out: str, *, make_dir: bool = False) -> Callable[[Ctx], list[str]
 
         ctx.monkeypatch.setattr(tempfile, "mkstemp", refuse)
         ctx.monkeypatch.setattr(tempfile, "mkdtemp", refuse)
-        return ["sample", "--model", str(ctx.model), "--num", "2", "--seed", "0", "--out", out, "--no-preview"]
+        return ["sample", "--model", str(ctx.model), "--num", "2", "--steps", "1", "--seed", "0", "--out", out, "--no-preview"]
 
     return setup
 

@@ -53,7 +53,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def sample_args(model: Path, out: str = "x.png") -> list[str]:
-    return ["sample", "--model", str(model), "--num", "2", "--seed", "0", "--device", "cpu", "--out", out]
+    return ["sample", "--model", str(model), "--num", "2", "--steps", "1", "--seed", "0", "--device", "cpu", "--out", out]
 
 
 def test_piped_sample_prints_no_preview_and_one_plain_line(tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -164,7 +164,7 @@ def test_prompts_from_standard_input(tmp_path: Path, capsys: pytest.CaptureFixtu
     save_model_folder(tmp_path / "m", ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_timesteps=50)),
                       UNet(cfg, tokenizer=tokenizer).state_dict(), tokenizer)  # fmt: skip
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"a seven\n\na three\n")))
-    code, out, err = run(["sample", "--prompts-file", "-", "--model", "m", "--num", "2", "--seed", "0", "--out", "x.npz"], capsys)
+    code, out, err = run(["sample", "--prompts-file", "-", "--model", "m", "--num", "2", "--steps", "1", "--seed", "0", "--out", "x.npz"], capsys)
     assert (code, out, err) == (0, "", "wrote 4 images (an .npz) to x.npz\n")
     assert read_npz(tmp_path / "x.npz")["prompts"].tolist() == ["a seven", "a seven", "a three", "a three"]
 
