@@ -26,6 +26,35 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+def _installed_plugins() -> set[tuple[str, str, str]]:
+    """The tinydiff entry points installed before the tests start (the README tour installs one), by name, value and place."""
+    from importlib.metadata import entry_points
+
+    return {(ep.name, ep.value, str(getattr(ep.dist, "_path", ""))) for ep in entry_points(group="tinydiff")}
+
+
+_USER_PLUGINS = _installed_plugins()
+if _USER_PLUGINS and "TINYDIFF_DISABLE_PLUGINS" not in os.environ:
+    # the commands the tests run as processes see only the built-ins too
+    os.environ["TINYDIFF_DISABLE_PLUGINS"] = ",".join(sorted({name for name, _, _ in _USER_PLUGINS}))
+
+
+@pytest.fixture(autouse=True)
+def _without_the_users_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see the built-ins and the plugins they make themselves, never the ones installed on this machine."""
+    if not _USER_PLUGINS:
+        return
+    from tinydiff import plugins
+
+    real = plugins.entry_points
+
+    def test_made_only(*args: object, **kwargs: object) -> list:
+        return [ep for ep in real(*args, **kwargs) if (ep.name, ep.value, str(getattr(ep.dist, "_path", ""))) not in _USER_PLUGINS]
+
+    monkeypatch.setattr(plugins, "entry_points", test_made_only)
+    plugins.reset()
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = Path(os.environ.get("TINYDIFF_DATA_DIR", SHARED_MNIST))

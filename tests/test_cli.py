@@ -1,6 +1,7 @@
 """The command line end to end: train, sample, inspect through typer's CliRunner, and start-up cost."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -136,7 +137,8 @@ def test_scale_on_arrays_has_no_effect_and_says_so(trained_run, tmp_path) -> Non
 
 def test_sample_draws_a_preview_and_respaces(trained_run, tmp_path) -> None:
     run, _ = trained_run
-    result = runner.invoke(app, ["sample", "--model", str(run), "--num", "2", "--steps", "5", "--seed", "0", "--out", str(tmp_path / "p.png")])
+    args = ["sample", "--model", str(run), "--num", "2", "--steps", "5", "--seed", "0", "--out", str(tmp_path / "p.png")]
+    result = runner.invoke(app, args, env={"FORCE_COLOR": "1", "NO_COLOR": None, "TERM": "xterm-256color"})  # as on a colour terminal
     assert result.exit_code == 0, result.output
     assert "▀" in result.stdout and len(result.stdout.splitlines()) == 16  # (2 + 28 + 2) rows / 2
     assert "wrote 2 images" in result.stderr
@@ -243,7 +245,8 @@ def test_sampling_path_imports_neither_torchvision_nor_matplotlib(trained_run) -
 def test_sample_as_a_process_ends_without_torch_teardown_and_loses_no_output(tmp_path) -> None:
     """`python -m tinydiff sample` ends through exit_now: the PNG is whole, stdout's preview and stderr's line arrive."""
     out = subprocess.run([sys.executable, "-m", "tinydiff", "sample", "a handwritten seven", "--num", "4", "--steps", "2",
-                          "--out", "four.png", "--device", "cpu"], capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+                          "--out", "four.png", "--device", "cpu"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "FORCE_COLOR": "1", "TERM": "xterm-256color"})  # as on a colour terminal  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert decode_png((tmp_path / "four.png").read_bytes()).shape == (4 * 62, 4 * 62)  # a 2x2 grid, padding 2, 4x
     assert "wrote 4 images" in out.stderr and "; rerun with --seed " in out.stderr

@@ -257,6 +257,19 @@ def _torch():
     return torch
 
 
+@pytest.fixture(scope="module")
+def text_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tinydiff.checkpoint import ModelFolderConfig, save_model_folder
+    from tinydiff.config import ModelConfig, ScheduleConfig, TextConfig
+    from tinydiff.nn.text import Tokenizer
+    from tinydiff.nn.unet import UNet
+
+    cfg = ModelConfig(**TINY, text=TextConfig(dim=8, layers=1, heads=2, max_length=6), cross_attention_resolutions=[14])
+    tokenizer = Tokenizer(["a", "handwritten", "seven", "three"], max_length=6)
+    path = tmp_path_factory.mktemp("models") / "tinytext"
+    weights = UNet(cfg, tokenizer=tokenizer).state_dict()
+    save_model_folder(path, ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_timesteps=50)), weights, tokenizer)
+    return path
 
 
 # -- the table ----------------------------------------------------------------------
@@ -268,10 +281,17 @@ class Ctx:
     model: Path  # a good model folder (outside tmp; copy it before damaging it)
     monkeypatch: pytest.MonkeyPatch
     run: Path | None = None  # a trained run (outside tmp; cases copy it into tmp before damaging it)
+    text_model: Path | None = None  # a good text model folder (config.json, model.safetensors, vocab.json)
 
     def copy_model(self, name: str = "model") -> Path:
         dest = self.tmp / name
         shutil.copytree(self.model, dest)
+        return dest
+
+    def copy_text_model(self, name: str = "textmodel") -> Path:
+        assert self.text_model is not None
+        dest = self.tmp / name
+        shutil.copytree(self.text_model, dest)
         return dest
 
 
@@ -310,7 +330,7 @@ def _data_dir_is_file(ctx: Ctx) -> list[str]:
 
 
 def _data_dir_without_mnist(ctx: Ctx) -> list[str]:
-    (ctx.tmp / "data").mkdir()
+    (ctx.tmp / "data").mkdir(exist_ok=True)
     calls: list[str] = []
 
     def offline(url: object, *args: object, **kwargs: object) -> None:
@@ -500,8 +520,8 @@ RUN_CASES = [
 CASES = [
     # train: names
     Case("unknown-schedule", fixed(["train", "--schedule", "cosin", "--steps", "1", "--device", "cpu"]),
-         words("unknown schedule 'cosin'", "did you mean 'cosine'")),
-    Case("unknown-preset", fixed(["train", "--preset", "stage9"]), words("unknown preset 'stage9'", "stage1", "stage3")),
+         words("--schedule", "unknown schedule 'cosin'", "did you mean 'cosine'"), code=2),
+    Case("unknown-preset", fixed(["train", "--preset", "stage9"]), words("--preset", "'stage9'", "stage1", "stage3"), code=2),
     # train: numbers
     Case("steps-zero", fixed(["train", "--steps", "0"]), words("train.steps", "greater than 0", "got 0")),
     Case("steps-negative", fixed(["train", "--steps", "-5"]), words("train.steps", "got -5")),
@@ -509,7 +529,7 @@ CASES = [
     Case("batch-size-negative", fixed(["train", "--batch-size", "-1"]), words("train.batch_size", "got -1")),
     Case("lr-zero", fixed(["train", "--lr", "0"]), words("train.lr", "greater than 0")),
     Case("lr-negative", fixed(["train", "--lr", "-0.001"]), words("train.lr", "-0.001")),
-    Case("device-bogus", fixed(["train", "--device", "bogus"]), words("train.device", "'bogus'", "cpu")),
+    Case("device-bogus", fixed(["train", "--device", "bogus"]), words("--device", "'bogus'", "'cpu'"), code=2),
     # train: data
     Case("data-dir-missing", lambda ctx: ["train", "--preset", "stage1", "--data-dir", str(ctx.tmp / "nope"), "--device", "cpu"],
          lambda ctx: [str(ctx.tmp / "nope"), "does not exist"]),
@@ -541,7 +561,7 @@ CASES = [
     Case("sample-out-missing-dir", fixed(["sample", "--out", "missing_dir/x.png", "--no-preview"]),
          words("missing_dir", "does not exist")),
     Case("sample-unknown-sampler", lambda ctx: ["sample", "--model", str(ctx.model), "--sampler", "nope", "--no-preview"],
-         words("unknown sampler 'nope'", "ddpm")),
+         words("--sampler", "unknown sampler 'nope'", "ddpm"), code=2),
     Case("sample-num-zero", fixed(["sample", "--num", "0", "--no-preview"]), words("--num", "1"), code=2),
     Case("sample-gif-not-gif", fixed(["sample", "--gif", "x.mp4", "--no-preview"]), words("--gif", "x.mp4", ".gif file")),
     Case("sample-gif-missing-dir", fixed(["sample", "--gif", "missing_dir/x.gif", "--no-preview"]),
@@ -598,15 +618,379 @@ def _with(ctx: Ctx, damage: Callable[[Path], None]) -> Path:
     return folder
 
 
+# -- hostile and broken inputs: files someone sent, absurd numbers, a full disk ----------------
+
+
+def _edit_config(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def damage(folder: Path) -> None:
+        cfg = folder / "config.json"
+        raw = json.loads(cfg.read_text(encoding="utf-8"))
+        change(raw)
+        cfg.write_text(json.dumps(raw), encoding="utf-8")
+
+    return damage
+
+
+def _set(path: str, value: object) -> Callable[[dict], None]:
+    def change(raw: dict) -> None:
+        *parents, key = path.split(".")
+        for p in parents:
+            raw = raw[p]
+        raw[key] = value
+
+    return change
+
+
+def _edit_weights(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    """Rewrite model.safetensors after ``change`` edits its tensors (a dict of name -> tensor)."""
+
+    def damage(folder: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(folder / "model.safetensors"))
+        change(tensors)
+        save_file(tensors, str(folder / "model.safetensors"))
+
+    return damage
+
+
+def _all_nan(tensors: dict) -> None:
+    for t in tensors.values():
+        t.fill_(float("nan"))
+
+
+def _one_inf(tensors: dict) -> None:
+    next(iter(tensors.values())).view(-1)[0] = float("inf")
+
+
+def _first_as_int(tensors: dict) -> None:
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].to(__import__("torch").int64)
+
+
+def _drop_first(tensors: dict) -> None:
+    del tensors[sorted(tensors)[0]]
+
+
+def _add_extra(tensors: dict) -> None:
+    tensors["backdoor.weight"] = next(iter(tensors.values())).clone()
+
+
+def _header(edit: Callable[[bytes, bytes], bytes]) -> Callable[[Path], None]:
+    """Replace model.safetensors with ``edit(header_json, data)``: raw bytes, as someone crafting a file would."""
+
+    def damage(folder: Path) -> None:
+        import struct
+
+        raw = (folder / "model.safetensors").read_bytes()
+        (n,) = struct.unpack("<Q", raw[:8])
+        (folder / "model.safetensors").write_bytes(edit(raw[8 : 8 + n], raw[8 + n :]))
+
+    return damage
+
+
+def _with_header(header: bytes, data: bytes) -> bytes:
+    import struct
+
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def _lying_shape(header: bytes, data: bytes) -> bytes:
+    h = json.loads(header)
+    name = next(k for k in h if k != "__metadata__")
+    h[name]["shape"] = [1 << 20, 1 << 20]  # a terabyte of float32 in a file of kilobytes
+    return _with_header(json.dumps(h).encode(), data)
+
+
+def _offsets_past_end(header: bytes, data: bytes) -> bytes:
+    h = json.loads(header)
+    name = next(k for k in h if k != "__metadata__")
+    begin, end = h[name]["data_offsets"]
+    h[name]["data_offsets"] = [begin + 10**9, end + 10**9]
+    return _with_header(json.dumps(h).encode(), data)
+
+
+def _unknown_dtype(header: bytes, data: bytes) -> bytes:
+    h = json.loads(header)
+    name = next(k for k in h if k != "__metadata__")
+    h[name]["dtype"] = "F128"
+    return _with_header(json.dumps(h).encode(), data)
+
+
+def _link_out(name: str, target: Callable[[Path], Path]) -> Callable[[Ctx], list[str]]:
+    def setup(ctx: Ctx) -> list[str]:
+        folder = ctx.copy_model()
+        outside = target(ctx.tmp)
+        (folder / name).unlink()
+        (folder / name).symlink_to(outside)
+        return ["sample", "--model", str(folder), "--num", "1", "--no-preview"]
+
+    return setup
+
+
+def _outside_copy(name: str) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        secret = tmp / "elsewhere" / name
+        secret.parent.mkdir()
+        secret.write_bytes(((tmp / "model" / name).resolve()).read_bytes())
+        return secret
+
+    return make
+
+
+def _write_text(name: str, text: str | bytes) -> Callable[[Path], None]:
+    def damage(folder: Path) -> None:
+        (folder / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+
+    return damage
+
+
+def _text_model_args(damage: Callable[[Path], None]) -> Callable[[Ctx], list[str]]:
+    def setup(ctx: Ctx) -> list[str]:
+        folder = ctx.copy_text_model()
+        damage(folder)
+        return ["sample", "a seven", "--model", str(folder), "--num", "1", "--no-preview"]
+
+    return setup
+
+
+def _reorder_vocab(folder: Path) -> None:
+    vocab = json.loads((folder / "vocab.json").read_text())
+    specials, words = vocab["tokens"][:3], vocab["tokens"][3:]
+    vocab["tokens"] = specials + words[::-1]  # the same words, in another order: "seven" would read as "a"
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+
+
+def _prompts_args(make: Callable[[Ctx], str]) -> Callable[[Ctx], list[str]]:
+    return lambda ctx: ["sample", "--prompts-file", make(ctx), "--num", "1", "--no-preview"]
+
+
+def _stdin(data: bytes) -> Callable[[Ctx], list[str]]:
+    import io
+    import sys
+
+    def setup(ctx: Ctx) -> list[str]:
+        ctx.monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        return ["sample", "--prompts-file", "-", "--num", "1", "--no-preview"]
+
+    return setup
+
+
+def _run_with(record: object = None, metrics: bytes | None = None, raw_record: bytes | None = None) -> Callable[[Ctx], list[str]]:
+    """A run directory holding a sound checkpoint, with the given config.json and metrics.jsonl."""
+
+    def setup(ctx: Ctx) -> list[str]:
+        run = ctx.tmp / "run"
+        (run / "checkpoints").mkdir(parents=True)
+        shutil.copytree(ctx.model, run / "checkpoints" / "step-000010")
+        data = raw_record if raw_record is not None else json.dumps(record).encode()
+        (run / "config.json").write_bytes(data)
+        if metrics is not None:
+            (run / "metrics.jsonl").write_bytes(metrics)
+        return ["inspect", str(run)]
+
+    return setup
+
+
+GOOD_RECORD = {"config": {"preset": "stage3", "train": {"steps": 10}}, "command": ["tinydiff", "train"]}
+LINE = b'{"step": 5, "loss": 0.5}\n'
+
+
+def _full_disk(ctx: Ctx, *, after: int = 1) -> None:
+    """Every write after the first ``after`` files fails with ENOSPC, as on a full disk."""
+    import builtins
+    import errno
+    import os as _os
+
+    count = {"n": 0}
+    real_open, real_fdopen = builtins.open, _os.fdopen
+
+    class Full:
+        def __init__(self, f: object) -> None:
+            self.f = f
+
+        def write(self, data: bytes) -> int:
+            count["n"] += 1
+            if count["n"] > after:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)  # type: ignore[attr-defined]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.f, name)
+
+        def __enter__(self) -> "Full":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()  # type: ignore[attr-defined]
+
+    ctx.monkeypatch.setattr("tinydiff.files.open", lambda *a, **k: Full(real_open(*a, **k)), raising=False)
+    ctx.monkeypatch.setattr(_os, "fdopen", lambda *a, **k: Full(real_fdopen(*a, **k)))
+
+
+def _out_on_full_disk(out: str, *, make_dir: bool = False, after: int = 1) -> Callable[[Ctx], list[str]]:
+    def setup(ctx: Ctx) -> list[str]:
+        if make_dir:
+            (ctx.tmp / out.rstrip("/")).mkdir()
+        _full_disk(ctx, after=after)
+        return ["sample", "--model", str(ctx.model), "--num", "3", "--steps", "1", "--seed", "0", "--out", out, "--no-preview"]
+
+    return setup
+
+
+def _read_only(out: str, *, make_dir: bool = False) -> Callable[[Ctx], list[str]]:
+    """A folder that refuses new files (as a read-only mount would, even to root)."""
+    import errno
+    import tempfile
+
+    def setup(ctx: Ctx) -> list[str]:
+        if make_dir:
+            (ctx.tmp / out.rstrip("/")).mkdir()
+
+        def refuse(*args: object, dir: object = None, **kwargs: object) -> object:
+            raise PermissionError(errno.EROFS, "Read-only file system", str(dir))
+
+        ctx.monkeypatch.setattr(tempfile, "mkstemp", refuse)
+        ctx.monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+        return ["sample", "--model", str(ctx.model), "--num", "2", "--steps", "1", "--seed", "0", "--out", out, "--no-preview"]
+
+    return setup
+
+
+def _big_file(ctx: Ctx, name: str, size: int) -> str:
+    path = ctx.tmp / name
+    with open(path, "wb") as f:
+        f.truncate(size)  # sparse: no disk used
+    return str(path)
+
+
+def _deep(n: int) -> str:
+    return "[" * n + "]" * n
+
+
+HOSTILE = [
+    # numbers that are not numbers
+    Case("sample-guidance-nan", fixed(["sample", "a 7", "--guidance", "nan", "--no-preview"]), words("--guidance", "'nan'", "finite"), code=2),
+    Case("sample-guidance-inf", fixed(["sample", "a 7", "--guidance", "inf", "--no-preview"]), words("--guidance", "'inf'", "finite"), code=2),
+    Case("sample-guidance-minus-inf", fixed(["sample", "a 7", "--guidance", "-inf", "--no-preview"]), words("--guidance", "finite"), code=2),
+    Case("eval-guidance-nan", fixed(["eval", "--guidance", "NaN"]), words("--guidance", "finite"), code=2),
+    Case("train-max-minutes-nan", fixed(["train", "--max-minutes", "nan"]), words("--max-minutes", "finite"), code=2),
+    # choices: a wrong value is a usage error naming the choices
+    Case("sample-device-gpu", fixed(["sample", "--device", "gpu", "--no-preview"]), words("--device", "'gpu'", "'cuda'"), code=2),
+    Case("eval-device-bogus", fixed(["eval", "--device", "tpu"]), words("--device", "'tpu'"), code=2),
+    Case("train-conditioning-bogus", fixed(["train", "--conditioning", "class"]), words("--conditioning", "'class'", "'text'"), code=2),
+    Case("eval-unknown-sampler", fixed(["eval", "--sampler", "ddmp"]), words("--sampler", "unknown sampler 'ddmp'", "did you mean"), code=2),
+    # eval: sizes
+    Case("eval-num-per-digit-huge", fixed(["eval", "--num-per-digit", "1000000000"]), words("--num-per-digit", "1000"), code=2),
+    Case("eval-num-per-digit-one", fixed(["eval", "--num-per-digit", "1"]), words("--num-per-digit", "2"), code=2),
+    # --prompts-file: a regular file (or -) of bounded size
+    Case("prompts-file-dev-zero", _prompts_args(lambda ctx: "/dev/zero"), words("/dev/zero", "not a regular file")),
+    Case("prompts-file-dev-urandom", _prompts_args(lambda ctx: "/dev/urandom"), words("/dev/urandom", "not a regular file")),
+    Case("prompts-file-directory", _prompts_args(lambda ctx: str(ctx.tmp)), words("--prompts-file", "not a regular file")),
+    Case("prompts-file-huge", _prompts_args(lambda ctx: _big_file(ctx, "huge.txt", 64 << 20)), words("huge.txt", "more than 1 MB")),
+    Case("prompts-file-nul-bytes", _prompts_args(lambda ctx: _big_file(ctx, "nul.txt", 1000)), words("nul.txt", "NUL")),
+    Case("prompts-file-latin1", _prompts_args(lambda ctx: str(_write_bytes(ctx, "latin.txt", "un sept \xe9crit\n".encode("latin-1")))),
+         words("latin.txt", "not UTF-8")),
+    Case("prompts-file-stdin-huge", _stdin(b"a seven\n" * 200_000), words("standard input", "more than 1 MB")),
+    Case("prompts-file-stdin-empty", _stdin(b""), words("standard input", "holds no prompt")),
+    Case("prompts-file-stdin-binary", _stdin(bytes(range(128, 256))), words("standard input", "not UTF-8")),
+    # inspect: a run directory whose files are not what TinyDiff writes
+    Case("inspect-run-config-list", _run_with([1, 2, 3]), words("config.json", "JSON object", "list")),
+    Case("inspect-run-train-number", _run_with({"config": {"train": 7}}), words("config.train", "JSON object", "int")),
+    Case("inspect-run-config-string", _run_with({"config": "stage3"}), words("'config'", "JSON object")),
+    Case("inspect-run-config-not-json", _run_with(raw_record=b"{'preset': stage3"), words("config.json", "not valid JSON")),
+    Case("inspect-run-config-deep", _run_with(raw_record=_deep(100_000).encode()), words("config.json", "deeper than 64")),
+    Case("inspect-metrics-non-object", _run_with(GOOD_RECORD, LINE + b"[1, 2]\n" + LINE), words("metrics.jsonl", "line 2", "list")),
+    Case("inspect-metrics-not-utf8", _run_with(GOOD_RECORD, LINE + b'{"step": 6, "loss": "\xff\xfe"}\n' + LINE),
+         words("metrics.jsonl", "line 2", "UTF-8")),
+    Case("inspect-metrics-eval-lacks-key", _run_with(GOOD_RECORD, LINE + b'{"step": 5, "eval_mnist_fd": 3.0}\n'),
+         words("metrics.jsonl", "line 2", "eval_fd_ratio")),
+    Case("inspect-metrics-eval-fd-string", _run_with(GOOD_RECORD, b'{"step": 5, "eval_mnist_fd": "low", "eval_fd_ratio": 1}\n' + LINE),
+         words("metrics.jsonl", "line 1")),
+    Case("inspect-model-lying-header", lambda ctx: ["inspect", str(_with(ctx, _header(_lying_shape)))], words("model.safetensors", "does not fit")),
+    Case("inspect-model-weights-link-out", lambda ctx: ["inspect", _link_out("model.safetensors", _outside_copy("model.safetensors"))(ctx)[2]],
+         words("model.safetensors", "symbolic link", "outside")),
+    # sample --model: config.json asks for absurd sizes (refused before anything is allocated)
+    Case("sample-model-billion-channels", _model_args(_edit_config(_set("model.base_channels", 10**9))),
+         words("config.json", "model.base_channels", "2000000000", "65536")),
+    Case("sample-model-billion-timesteps", _model_args(_edit_config(_set("schedule.num_timesteps", 10**9))),
+         words("config.json", "schedule.num_timesteps")),
+    Case("sample-model-huge-image", _model_args(_edit_config(_set("model.image_size", 1 << 20))), words("model.image_size", "1048576")),
+    Case("sample-model-odd-image", _model_args(_edit_config(_set("model.image_size", 27))), words("model.image_size=27", "halved")),
+    Case("sample-model-thousand-levels", _model_args(_edit_config(_set("model.channel_mult", [1] * 1000))), words("channel_mult", "1000")),
+    Case("sample-model-million-res-blocks", _model_args(_edit_config(_set("model.num_res_blocks", 10**6))), words("model.num_res_blocks")),
+    Case("sample-model-wider-than-weights", _model_args(_edit_config(_set("model.base_channels", 16))), words("model.safetensors", "shape")),
+    Case("sample-model-format-99", _model_args(_edit_config(_set("format", 99))), words("config.json", "format")),
+    Case("sample-model-config-list", _model_args(_write_text("config.json", "[1, 2]")), words("config.json", "JSON object", "list")),
+    Case("sample-model-config-deep", _model_args(_write_text("config.json", _deep(100_000))), words("config.json", "deeper than 64")),
+    Case("sample-model-config-huge", _model_args(lambda f: _sparse(f / "config.json", 32 << 20)), words("config.json", "34 MB", "16 MB")),
+    Case("sample-model-config-not-utf8", _model_args(_write_text("config.json", b'{"format": "\xff"}')), words("config.json", "not valid JSON")),
+    # sample --model: weights that are not what the config says
+    Case("sample-model-nan-weights", _model_args(_edit_weights(_all_nan)), words("model.safetensors", "NaN or infinite")),
+    Case("sample-model-one-inf-weight", _model_args(_edit_weights(_one_inf)), words("model.safetensors", "NaN or infinite")),
+    Case("sample-model-int-weights", _model_args(_edit_weights(_first_as_int)), words("model.safetensors", "dtype I64")),
+    Case("sample-model-missing-tensor", _model_args(_edit_weights(_drop_first)), words("model.safetensors", "lacks tensor")),
+    Case("sample-model-extra-tensor", _model_args(_edit_weights(_add_extra)), words("model.safetensors", "unexpected tensor 'backdoor.weight'")),
+    Case("sample-model-empty-weights", _model_args(_write_text("model.safetensors", b"")), words("model.safetensors", "shorter than a header")),
+    Case("sample-model-header-length-huge", _model_args(_header(lambda h, d: b"\xff" * 8 + h + d)), words("model.safetensors", "header claims")),
+    Case("sample-model-header-past-end", _model_args(_header(lambda h, d: _with_header(h, d[: len(d) // 2]))), words("model.safetensors", "does not fit")),
+    Case("sample-model-header-lying-shape", _model_args(_header(_lying_shape)), words("model.safetensors", "does not fit")),
+    Case("sample-model-header-offsets-past-end", _model_args(_header(_offsets_past_end)), words("model.safetensors", "does not fit")),
+    Case("sample-model-header-unknown-dtype", _model_args(_header(_unknown_dtype)), words("model.safetensors", "'F128'")),
+    Case("sample-model-header-not-json", _model_args(_header(lambda h, d: _with_header(b"{" * len(h), d))), words("model.safetensors", "nests too deep")),
+    Case("sample-model-header-a-list", _model_args(_header(lambda h, d: _with_header(b"[]", d))), words("model.safetensors", "not a JSON object")),
+    Case("sample-model-header-bad-entry", _model_args(_header(lambda h, d: _with_header(b'{"x": 1}', d))), words("model.safetensors", "tensor 'x'")),
+    # sample --model: links out of the folder
+    Case("sample-model-weights-link-out", _link_out("model.safetensors", _outside_copy("model.safetensors")),
+         words("model.safetensors", "symbolic link", "outside")),
+    Case("sample-model-config-link-out", _link_out("config.json", _outside_copy("config.json")), words("config.json", "symbolic link", "outside")),
+    Case("sample-model-config-link-to-dev-zero", _link_out("config.json", lambda tmp: Path("/dev/zero")), words("config.json", "/dev/zero", "outside")),
+    Case("sample-model-config-link-to-etc-passwd", _link_out("config.json", lambda tmp: Path("/etc/passwd")), words("config.json", "/etc/passwd")),
+    # text models: the vocabulary
+    Case("sample-vocab-reordered", _text_model_args(_reorder_vocab), words("vocab.json", "not the vocabulary this model was trained with")),
+    Case("sample-vocab-missing", _text_model_args(lambda f: (f / "vocab.json").unlink()), words("vocab.json", "missing")),
+    Case("sample-vocab-deep", _text_model_args(_write_text("vocab.json", _deep(100_000))), words("vocab.json", "deeper than 64")),
+    Case("sample-vocab-list", _text_model_args(_write_text("vocab.json", '["<pad>"]')), words("vocab.json", "JSON object")),
+    Case("sample-vocab-link-out", lambda ctx: _text_model_args(lambda f: ((f / "vocab.json").unlink(), (f / "vocab.json").symlink_to("/etc/hostname")))(ctx),
+         words("vocab.json", "symbolic link")),
+    Case("sample-text-settings-huge", _text_model_args(_edit_config(_set("model.text.layers", 10**6))), words("model.text.layers")),
+    # --out on a full disk or a read-only folder: nothing partial remains
+    Case("sample-out-new-dir-full-disk", _out_on_full_disk("pngs/"), words("No space left on device")),
+    Case("sample-out-existing-dir-full-disk", _out_on_full_disk("pngs/", make_dir=True), words("No space left on device")),
+    Case("sample-out-grid-full-disk", _out_on_full_disk("grid.png", after=0), words("No space left on device")),
+    Case("sample-out-npz-full-disk", _out_on_full_disk("x.npz", after=0), words("No space left on device")),
+    Case("sample-out-read-only-dir", _read_only("pngs/", make_dir=True), words("Read-only file system")),
+    Case("sample-out-read-only-grid", _read_only("grid.png"), words("Read-only file system")),
+    # a failed download leaves the data folder as it was: the user's MNIST/ stays, the raw/ it made goes
+    Case("data-dir-with-mnist-folder-offline", lambda ctx: ((ctx.tmp / "data" / "MNIST").mkdir(parents=True), _data_dir_without_mnist(ctx))[1],
+         words("could not be downloaded")),
+]
+
+
+def _write_bytes(ctx: Ctx, name: str, data: bytes) -> Path:
+    path = ctx.tmp / name
+    path.write_bytes(data)
+    return path
+
+
+def _sparse(path: Path, size: int) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
+CASES += HOSTILE
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_error_line(
     case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], model_folder: Path,
     request: pytest.FixtureRequest,
+    text_model_folder: Path,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TINYDIFF_DEBUG", raising=False)
     run = request.getfixturevalue("trained_run") if case.id.startswith("resume-") and case in RUN_CASES else None
-    ctx = Ctx(tmp_path, model_folder, monkeypatch, run)
+    ctx = Ctx(tmp_path, model_folder, monkeypatch, run, text_model_folder)
     args = case.setup(ctx)
     before = tree(tmp_path)
     model_before = {p: (model_folder / p).read_bytes() for p in ("config.json", "model.safetensors")}
@@ -618,23 +1002,25 @@ def test_bad_input_is_one_error_line(
     assert tree(tmp_path) == before, "files or folders were created or deleted"
     assert {p: (model_folder / p).read_bytes() for p in model_before} == model_before
     assert {p: p.read_bytes() for p in run_before} == run_before, "a run directory's files were changed"
-    if case.id == "data-dir-without-mnist-offline":
+    if case.id in ("data-dir-without-mnist-offline", "data-dir-with-mnist-folder-offline"):
         assert ctx.calls, "the download was never attempted"  # type: ignore[attr-defined]
         assert all(".invalid/mnist/" in url for url in ctx.calls)  # type: ignore[attr-defined]
 
 
-STRICT = [c for c in CASES if c.id in ("unknown-preset", "unknown-schedule", "data-dir-missing", "data-dir-is-file", "sample-unknown-sampler")]
+STRICT = [c for c in CASES if c.id in ("unknown-preset", "unknown-schedule", "data-dir-missing", "data-dir-is-file", "sample-unknown-sampler",
+                                        "eval-num-per-digit-huge", "inspect-metrics-not-utf8", "sample-model-nan-weights")]
 
 
 @pytest.mark.parametrize("case", STRICT, ids=[c.id for c in STRICT])
 def test_error_output_is_only_the_error_line(
-    case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], model_folder: Path
+    case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], model_folder: Path,
+    text_model_folder: Path,
 ) -> None:
     """stderr holds the error line and nothing else: no blank line before it (e.g. from a progress bar)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TINYDIFF_DEBUG", raising=False)
-    code, out, err = run_cli(case.setup(Ctx(tmp_path, model_folder, monkeypatch)), capsys)
-    assert code == 1
+    code, out, err = run_cli(case.setup(Ctx(tmp_path, model_folder, monkeypatch, text_model=text_model_folder)), capsys)
+    assert code == case.code
     assert err.startswith("error:"), f"stderr must start with the error line, got {err!r}"
     assert err.endswith("\n") and err.count("\n") == 1, f"stderr must be exactly one line, got {err!r}"
 
@@ -691,8 +1077,8 @@ def test_debug_env_shows_the_traceback(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TINYDIFF_DEBUG", "1")
-    with pytest.raises(TinyDiffError, match="unknown preset 'stage9'"):
-        main(["train", "--preset", "stage9"])
+    with pytest.raises(TinyDiffError, match="nope.toml"):
+        main(["train", "--config", "nope.toml"])
     assert list(tmp_path.iterdir()) == []
 
 

@@ -17,7 +17,10 @@ EXTRA = REPO / "plugins" / "tinydiff-extra-schedules"
 
 
 @pytest.fixture(autouse=True)
-def fresh_host():
+def fresh_host(monkeypatch):
+    # conftest hides plugins installed on this machine (and names them in this variable for the processes tests start);
+    # the plugins these tests make are loaded whatever their names
+    monkeypatch.delenv("TINYDIFF_DISABLE_PLUGINS", raising=False)
     plugins.reset()
     yield
     plugins.reset()
@@ -177,3 +180,67 @@ def test_plugins_cli_lists_plugins_and_errors(extra_schedules_installed, tmp_pat
     everything = CliRunner().invoke(app, ["plugins", "--all", "--json"])
     assert everything.exit_code == 0 and everything.stderr.count("warning:") == 1
     assert {"tinydiff.schedules", "extra-schedules"} <= {r["name"] for r in json.loads(everything.stdout)}
+
+
+def test_a_plugin_that_calls_sys_exit_on_import_cannot_take_the_tool_down(tmp_path, monkeypatch, capsys) -> None:
+    """`tinydiff plugins` still answers, exit 0, with the plugin as a row in error and one warning line."""
+    from tinydiff.cli import main
+
+    fake_distribution(tmp_path, "tinydiff-quitter", "quitter", "tinydiff_quitter_mod", "import sys\nsys.exit(7)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(["plugins", "--json"])
+    out, err = capsys.readouterr()
+    assert info.value.code == 0, err
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["quitter"]["status"] == "error" and rows["quitter"]["error"] == "failed to load: called sys.exit(7)"
+    assert err == "warning: plugin 'quitter' failed to load: called sys.exit(7); it is skipped\n"
+
+
+def test_a_plugin_that_calls_sys_exit_while_registering_is_isolated() -> None:
+    class Quitter:
+        @staticmethod
+        @hookimpl
+        def tinydiff_register_samplers(register):
+            raise SystemExit(3)
+
+    get_host().add(Quitter(), "quitter")
+    with pytest.warns(PluginWarning, match=r"'quitter' failed to register: called sys.exit\(3\)"):
+        assert "ddpm" in registry("sampler")
+
+
+def test_ctrl_c_while_a_plugin_loads_still_stops_the_command(tmp_path, monkeypatch) -> None:
+    fake_distribution(tmp_path, "tinydiff-slow", "slow", "tinydiff_slow_mod", "raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        get_host()
+
+
+@pytest.mark.parametrize("returned, says", [("nan", "non-finite values"), ("inf", "non-finite values"), ("shape", "not images of shape")])
+def test_a_plugin_sampler_returning_nan_is_an_error_naming_the_plugin(tmp_path, monkeypatch, capsys, returned, says) -> None:
+    from tinydiff.checkpoint import ModelFolderConfig, save_model_folder
+    from tinydiff.cli import main
+    from tinydiff.config import ModelConfig, ScheduleConfig
+    from tinydiff.nn.unet import UNet
+
+    class Broken:
+        @staticmethod
+        @hookimpl
+        def tinydiff_register_samplers(register):
+            def broken(denoiser, x_T, schedule, *, steps=None, generator=None, callback=None):
+                return x_T[:, :, :4] if returned == "shape" else torch.full_like(x_T, float(returned))
+
+            register("broken", broken)
+
+    cfg = ModelConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[], groups=4, heads=1)
+    save_model_folder(tmp_path / "m", ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_timesteps=50)), UNet(cfg).state_dict())
+    monkeypatch.chdir(tmp_path)
+    get_host().add(Broken(), "broken-sampler-plugin")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "--model", "m", "--sampler", "broken", "--num", "2", "--out", "x.png"])
+    err = capsys.readouterr().err
+    assert info.value.code == 1
+    assert err.startswith("error: sampler 'broken' (from plugin 'broken-sampler-plugin') returned ") and says in err
+    assert err.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["m"], "no image is written"

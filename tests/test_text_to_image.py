@@ -270,7 +270,7 @@ def test_eval_of_an_unconditional_model_reports_fd_and_histogram_only(tmp_path) 
     report = json.loads(result.stdout)
     assert report["conditional"] is False and "accuracy" not in report and report["guidance"] is None
     bad = runner.invoke(app_(), ["eval", "--model", str(tmp_path / "u"), "--num-per-digit", "1"])
-    assert bad.exit_code == 1 and "at least 2" in bad.stderr
+    assert bad.exit_code == 2 and "--num-per-digit" in bad.stderr  # a usage error: the option's range is 2 to 1000
 
 
 def test_eval_style_reports_ink_and_slant_of_paired_style_prompts(text_run) -> None:

@@ -12,7 +12,10 @@ was unnamed lists (``down.1.0``), load with their keys renamed.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,18 @@ VOCAB_FILE = "vocab.json"  # the tokenizer's vocabulary, for text models
 FORMAT = 2  # 1: the UNet's parts were unnamed lists
 STATE_FORMAT = 1
 
+# What a model folder someone sends may ask for, checked before anything is allocated: far above
+# any TinyDiff model (the bundled one: config.json 4 KB, a 20 KB weights header, 28x28 images)
+MAX_JSON_BYTES = 16 << 20  # config.json, vocab.json
+MAX_HEADER_BYTES = 16 << 20  # a safetensors file's JSON header
+MAX_JSON_DEPTH = 64  # nesting of a JSON value: deep nesting makes json.loads recurse until it fails
+MAX_IMAGE_SIZE = 1024  # pixels a side; a larger x_T would not fit in memory at --num 16
+MAX_LEVELS = 8  # UNet resolutions (len(channel_mult))
+MAX_BLOCKS = 64  # residual blocks per level, text encoder layers
+MAX_WIDTH = 1 << 16  # channels of any layer, text width, tokens in a prompt
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
+
 
 class ModelFolderConfig(BaseModel):
     """``config.json`` of a model folder: everything needed to rebuild the network and its schedule."""
@@ -38,6 +53,8 @@ class ModelFolderConfig(BaseModel):
 
     format: int = Field(FORMAT, ge=1, le=FORMAT)
     tinydiff_version: str = __version__
+    # sha256 of vocab.json's token list, in id order: a vocabulary in another order maps words to other embeddings
+    vocab_sha256: str | None = None
     model: ModelConfig
     schedule: ScheduleConfig
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
@@ -56,7 +73,10 @@ def model_folder_files(config: ModelFolderConfig, weights: dict[str, Any], token
     """The bytes of ``config.json``, ``model.safetensors`` and, for text models, ``vocab.json``."""
     from safetensors.torch import save
 
-    config = config.model_copy(update={"format": FORMAT})
+    update: dict[str, Any] = {"format": FORMAT}
+    if tokenizer is not None:
+        update["vocab_sha256"] = vocabulary_hash(tokenizer.tokens)
+    config = config.model_copy(update=update)
     extra = {VOCAB_FILE: json_bytes(tokenizer.to_json())} if tokenizer is not None else {}
     return extra | {
         CONFIG_FILE: json_bytes(config.model_dump(mode="json")),
@@ -104,6 +124,11 @@ def save_checkpoint(
     write_folder_atomic(folder, files)
 
 
+def vocabulary_hash(tokens: list[str]) -> str:
+    """sha256 of the tokens in id order, one a line: what ``config.json`` records of its ``vocab.json``."""
+    return hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest()
+
+
 def _as_tensor(value: Any) -> Any:
     import torch
 
@@ -125,18 +150,56 @@ class DeviceMismatch(TinyDiffError):
     """A checkpoint saved on another device type: its random-number state belongs there."""
 
 
-def read_json_object(path: Path, *, missing: str) -> dict[str, Any]:
-    """A model folder's JSON file as a dict; ``missing`` is the message when the file is absent."""
+def check_own_file(path: Path) -> None:
+    """A file of a model folder or run is a regular file inside that folder, not a link out of it or a device."""
+    path = Path(path)
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(path.parent.resolve()):
+            raise TinyDiffError(
+                f"{path} is a symbolic link to {target}, outside its folder; refusing to read it (copy the file in instead)"
+            )
+    if path.exists() and not path.is_file():
+        raise TinyDiffError(f"{path} is not a regular file; the folder is corrupted")
+
+
+def json_depth_ok(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether no JSON value in ``text`` nests deeper than ``limit`` (brackets inside strings counted too: a bound, not a parse)."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    depth = 0
+    for byte in data.translate(None, bytes(b for b in range(256) if b not in b"[]{}")):
+        depth += 1 if byte in b"[{" else -1
+        if depth > limit:
+            return False
+    return True
+
+
+def read_json_file(path: Path, *, missing: str, limit: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file someone may have sent: a regular file in its folder, at most ``limit`` bytes, not nested absurdly deep."""
+    path = Path(path)
+    check_own_file(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > limit:
+            raise TinyDiffError(f"{path} is {size / 1e6:.0f} MB, more than the {limit >> 20} MB a TinyDiff JSON file may hold; it is not TinyDiff's")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise TinyDiffError(missing) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise TinyDiffError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if not json_depth_ok(data):
+        raise TinyDiffError(f"{path} nests JSON deeper than {MAX_JSON_DEPTH} levels; the folder is corrupted")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise TinyDiffError(f"{path} is not valid JSON ({exc}); the model folder is corrupted") from None
-    except RecursionError:  # [[[[...]]]] nested deeper than Python's parser goes
-        raise TinyDiffError(f"{path} is nested too deeply to be a config; the model folder is corrupted") from None
+
+
+def read_json_object(path: Path, *, missing: str) -> dict[str, Any]:
+    """A model folder's JSON file as a dict; ``missing`` is the message when the file is absent."""
+    raw = read_json_file(path, missing=missing)
     if not isinstance(raw, dict):
-        raise TinyDiffError(f"{path} must hold a JSON object; the model folder is corrupted")
+        raise TinyDiffError(f"{path} must hold a JSON object, not a {type(raw).__name__}; the model folder is corrupted")
     return raw
 
 
@@ -150,17 +213,134 @@ def read_model_config(folder: str | Path) -> ModelFolderConfig:
         raise TinyDiffError(format_validation_error(exc, source=str(path))) from None
 
 
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The header of a safetensors file (name -> dtype, shape, data_offsets), checked against the file's size
+    without loading a tensor: a header that lies about sizes or offsets is refused here."""
+    path = Path(path)
+    check_own_file(path)
+
+    def corrupted(reason: str) -> TinyDiffError:
+        return TinyDiffError(f"{path} is truncated or corrupted ({reason}); save or download it again")
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise corrupted(f"{size} bytes, shorter than a header")
+            (length,) = struct.unpack("<Q", head)
+            if length > MAX_HEADER_BYTES:
+                raise corrupted(f"its header claims {length} bytes, more than {MAX_HEADER_BYTES >> 20} MB")
+            if 8 + length > size:
+                raise corrupted(f"its header claims {length} bytes of a {size}-byte file")
+            raw = f.read(length)
+    except OSError as exc:
+        raise TinyDiffError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if not json_depth_ok(raw):
+        raise corrupted("its header nests too deep")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise corrupted("its header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise corrupted("its header is not a JSON object")
+    data_bytes = size - 8 - length
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise corrupted(f"tensor {name!r} is not described by dtype, shape and data_offsets")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in DTYPE_BYTES:
+            raise corrupted(f"tensor {name!r} has dtype {dtype!r}, which TinyDiff does not read")
+        ints = [*shape, *offsets] if isinstance(shape, list) and isinstance(offsets, list) else None
+        if ints is None or len(offsets) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in ints):
+            raise corrupted(f"tensor {name!r} has shape {shape!r} and offsets {offsets!r}")
+        begin, end = offsets
+        if not begin <= end <= data_bytes or end - begin != math.prod(shape) * DTYPE_BYTES[dtype]:
+            raise corrupted(f"tensor {name!r}: shape {shape} of {dtype} does not fit its {end - begin} bytes at {begin}-{end}")
+    return header
+
+
 def read_safetensors(path: Path) -> dict[str, Any]:
-    """All tensors of a safetensors file, with a clear error when it is missing, truncated or corrupted."""
+    """All tensors of a safetensors file, with a clear error when it is missing, truncated, corrupted or not finite."""
     from safetensors.torch import load_file
 
-    if not path.is_file():
+    if not path.exists():
         raise TinyDiffError(f"{path} is missing; the model folder is incomplete")
+    safetensors_header(path)
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TinyDiffError(f"{path} is truncated or corrupted ({reason}); save or download it again") from None
+    return tensors
+
+
+def check_finite(tensors: dict[str, Any], where: Path) -> None:
+    """Every weight a finite number: NaN or infinite weights (a diverged run) draw noise, not digits."""
+    import torch
+
+    for name, value in tensors.items():
+        if value.dtype.is_floating_point and not bool(torch.isfinite(value).all()):
+            raise TinyDiffError(
+                f"{where}: tensor {name!r} holds NaN or infinite values; the model is broken "
+                "(a diverged run?); sample an earlier checkpoint"
+            )
+
+
+def check_sizes(config: ModelFolderConfig, where: Path) -> None:
+    """The sizes ``config.json`` asks for are within what any TinyDiff model uses, before a module is built."""
+    m = config.model
+    asks = {
+        "model.image_size": (m.image_size, MAX_IMAGE_SIZE),
+        "model.in_channels": (m.in_channels, MAX_WIDTH),
+        "model.channel_mult (levels)": (len(m.channel_mult), MAX_LEVELS),
+        "model.num_res_blocks": (m.num_res_blocks, MAX_BLOCKS),
+        "model.base_channels x channel_mult": (m.base_channels * max(m.channel_mult), MAX_WIDTH),
+        "model.heads": (m.heads, MAX_WIDTH),
+        "model.groups": (m.groups, MAX_WIDTH),
+    }
+    if m.text is not None:
+        asks |= {"model.text.dim": (m.text.dim, MAX_WIDTH), "model.text.layers": (m.text.layers, MAX_BLOCKS),
+                 "model.text.heads": (m.text.heads, MAX_WIDTH), "model.text.max_length": (m.text.max_length, MAX_WIDTH)}  # fmt: skip
+    for key, (value, limit) in asks.items():
+        if value > limit:
+            raise TinyDiffError(f"{where}: {key} is {value}, more than TinyDiff builds ({limit}); the model folder is not a TinyDiff model")
+    if min(m.channel_mult) < 1:
+        raise TinyDiffError(f"{where}: model.channel_mult must hold positive numbers, got {m.channel_mult}")
+
+
+def expected_shapes(config: ModelFolderConfig, tokenizer: Any, where: Path) -> dict[str, Any]:
+    """The network's tensors (name -> meta tensor: shape and dtype), built on PyTorch's meta device: no memory."""
+    import torch
+
+    from .nn.unet import UNet
+
+    try:
+        with torch.device("meta"):
+            return UNet(config.model, tokenizer=tokenizer).state_dict()
+    except TinyDiffError:
+        raise
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TinyDiffError(f"{where}: its model settings describe no network TinyDiff can build ({reason})") from None
+
+
+def check_header(header: dict[str, Any], expected: dict[str, Any], where: Path) -> None:
+    """The weights file holds exactly the network's tensors, of its shapes and of a floating-point dtype."""
+    found = {k: v for k, v in header.items() if k != "__metadata__"}
+    for name, ref in expected.items():
+        if name not in found:
+            raise TinyDiffError(f"{where} lacks tensor {name!r}; it does not match its config.json")
+        shape = tuple(found[name]["shape"])
+        if shape != tuple(ref.shape):
+            raise TinyDiffError(f"{where}: tensor {name!r} has shape {shape}, the config expects {tuple(ref.shape)}")
+        if ref.dtype.is_floating_point != (found[name]["dtype"] in FLOAT_DTYPES):
+            raise TinyDiffError(f"{where}: tensor {name!r} has dtype {found[name]['dtype']}, expected {ref.dtype}")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise TinyDiffError(f"{where} has unexpected tensor {extra[0]!r}; it does not match its config.json")
 
 
 def check_tensors(found: dict[str, Any], expected: dict[str, Any], where: Path) -> None:
@@ -186,18 +366,33 @@ def load_model_folder(folder: str | Path, *, device: Any = "cpu") -> tuple[Model
 
     folder = Path(folder)
     config = read_model_config(folder)
-    model = UNet(config.model, tokenizer=read_tokenizer(folder) if config.model.text is not None else None)
-    load_weights(model, read_safetensors(folder / WEIGHTS_FILE), config, folder / WEIGHTS_FILE)
+    weights = folder / WEIGHTS_FILE
+    check_sizes(config, folder / CONFIG_FILE)
+    tokenizer = read_tokenizer(folder, config) if config.model.text is not None else None
+    if not weights.exists():
+        raise TinyDiffError(f"{weights} is missing; the model folder is incomplete")
+    header = safetensors_header(weights)
+    if config.format == FORMAT:  # sizes agree with the weights before the network is allocated
+        check_header(header, expected_shapes(config, tokenizer, weights), weights)
+    model = UNet(config.model, tokenizer=tokenizer)
+    load_weights(model, read_safetensors(weights), config, weights)
     return config, model.to(device).eval()
 
 
-def read_tokenizer(folder: Path) -> Any:
-    """The tokenizer saved in a text model folder's ``vocab.json``."""
+def read_tokenizer(folder: Path, config: ModelFolderConfig | None = None) -> Any:
+    """The tokenizer saved in a text model folder's ``vocab.json``, checked against the hash its ``config.json`` recorded."""
     from .nn.text import Tokenizer
 
     path = folder / VOCAB_FILE
     data = read_json_object(path, missing=f"{path} is missing; a text model folder needs its {VOCAB_FILE}")
-    return Tokenizer.from_json(data, source=str(path))
+    tokenizer = Tokenizer.from_json(data, source=str(path))
+    recorded = config.vocab_sha256 if config is not None else None
+    if recorded is not None and vocabulary_hash(tokenizer.tokens) != recorded:
+        raise TinyDiffError(
+            f"{path} is not the vocabulary this model was trained with (its words or their order differ from "
+            f"what {CONFIG_FILE} recorded); put the model's own {VOCAB_FILE} back"
+        )
+    return tokenizer
 
 
 def load_weights(model: Any, tensors: dict[str, Any], config: ModelFolderConfig, where: Path) -> None:
@@ -208,6 +403,7 @@ def load_weights(model: Any, tensors: dict[str, Any], config: ModelFolderConfig,
         tensors = upgrade_state_dict(tensors, config.model)
     expected = model.state_dict()
     check_tensors(tensors, expected, where)
+    check_finite(tensors, where)
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
 
 
@@ -318,6 +514,8 @@ def resolve_model_ref(ref: str | None) -> Path:
         )
     path = Path(ref).expanduser()
     if path.is_dir():
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            check_own_file(path / name)  # a link out of the folder, or a device, is named as such
         if is_model_folder(path):
             return path
         if (path / "checkpoints").is_dir():

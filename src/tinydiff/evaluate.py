@@ -270,6 +270,8 @@ def evaluate_pipeline(
 
     if num_per_digit < 2:
         raise TinyDiffError(f"--num-per-digit must be at least 2 (a Frechet distance needs a spread), got {num_per_digit}")
+    if num_per_digit > 1000:
+        raise TinyDiffError(f"--num-per-digit is at most 1000 (10,000 images, the size of MNIST's test set), got {num_per_digit}")
     given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": guidance_interval}
     opts = pipe.options(**given)
     total = 10 * num_per_digit

@@ -61,6 +61,21 @@ def for_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return model.to(device=device, memory_format=layout)
 
 
+def check_drawn(x0: Any, x_T: torch.Tensor, sampler: str) -> None:
+    """What a sampler returned is images of x_T's shape with finite values; otherwise an error naming the sampler and its plugin."""
+    from .plugins import plugin_of
+
+    who = f"sampler {sampler!r} (from plugin {plugin_of('sampler', sampler)!r})"
+    if not isinstance(x0, torch.Tensor) or tuple(x0.shape) != tuple(x_T.shape):
+        got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise TinyDiffError(f"{who} returned {got}, not images of shape {tuple(x_T.shape)}; the sampler is broken")
+    if not bool(torch.isfinite(x0).all()):
+        raise TinyDiffError(
+            f"{who} returned non-finite values (NaN or infinity); no image was written. "
+            "If the model's weights are sound, report it to the plugin's author or pick another --sampler"
+        )
+
+
 class Pipeline:
     """A network, its noise schedule and its objective, as saved in one model folder, and how to sample it."""
 
@@ -221,6 +236,7 @@ class Pipeline:
         recorder = TrajectoryRecorder(x_T, self.schedule, then=callback) if trajectory else None
         x0 = get_sampler(opts.sampler)(predict_eps, x_T, self.schedule, steps=opts.steps, generator=generator,
                                        callback=recorder or callback)  # fmt: skip
+        check_drawn(x0, x_T, opts.sampler)
         return recorder.trajectory() if recorder is not None else to_uint8(x0)
 
     def __call__(

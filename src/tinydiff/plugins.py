@@ -93,6 +93,19 @@ def unknown_name_message(what: str, name: str, choices: list[str]) -> str:
     return message
 
 
+def _describe(exc: BaseException) -> str:
+    """``ValueError: bad`` or, for a plugin that calls ``sys.exit(7)``, ``called sys.exit(7)``."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def plugin_of(kind: str, name: str) -> str:
+    """The plugin that registered ``name`` (``tinydiff.samplers`` for a built-in)."""
+    comp = registry(kind).components.get(name)
+    return comp.plugin if comp is not None else "?"
+
+
 def _check_component(kind: str, name: Any, obj: Any) -> None:
     if not isinstance(name, str) or not _NAME.match(name):
         raise TinyDiffError(
@@ -152,8 +165,8 @@ class PluginHost:
                 continue
             try:
                 self.pm.register(ep.load(), name=ep.name)
-            except Exception as exc:  # a broken plugin must not take the CLI down
-                self._fail(info, f"failed to load: {type(exc).__name__}: {exc}")
+            except (Exception, SystemExit) as exc:  # a broken plugin, even one calling sys.exit, must not take the CLI down
+                self._fail(info, f"failed to load: {_describe(exc)}")
 
     def add(self, plugin: Any, name: str) -> None:
         """Register a plugin object by hand (tests, notebooks); ``remove`` undoes it."""
@@ -191,8 +204,8 @@ class PluginHost:
                     for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                         if impl.plugin is plugin:
                             impl.function(**{a: self._register_callback(kind, info.name, pending) for a in impl.argnames})
-            except Exception as exc:
-                self._fail(info, f"failed to register: {type(exc).__name__}: {exc}")
+            except (Exception, SystemExit) as exc:  # Ctrl-C (KeyboardInterrupt) still stops the command
+                self._fail(info, f"failed to register: {_describe(exc)}")
                 continue
             for comp in pending:
                 existing = registries[comp.kind].components.get(comp.name)

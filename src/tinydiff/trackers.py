@@ -51,17 +51,35 @@ class Tracker:
         """The run ended: flush and close."""
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The lines of a run's ``metrics.jsonl`` (a line cut short by a crash is skipped)."""
+def read_metrics(run_dir: str | Path, *, strict: bool = False) -> list[dict[str, Any]]:
+    """The JSON objects of a run's ``metrics.jsonl``; a line cut short by a crash (the last) is skipped.
+
+    Other lines that are not JSON objects in UTF-8 (an edited or foreign file) are skipped too, or
+    with ``strict`` (``tinydiff inspect``) are an error naming the line.
+    """
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines = path.read_bytes().splitlines()
+    for number, raw in enumerate(lines, 1):
+        problem = None
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+            value = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            problem = "is not UTF-8 text"
+        except (json.JSONDecodeError, RecursionError):
+            problem = None if number == len(lines) else "is not valid JSON"  # the last line may be cut short by a crash
+            value = None
+        else:
+            if not isinstance(value, dict):
+                problem = f"is a JSON {type(value).__name__}, not an object"
+            elif "eval_mnist_fd" in value and not all(isinstance(value.get(k), (int, float)) for k in ("step", "eval_mnist_fd", "eval_fd_ratio")):
+                problem = "holds eval figures without a numeric 'step', 'eval_mnist_fd' and 'eval_fd_ratio'"
+        if problem is not None and strict:
+            raise TinyDiffError(f"{path}, line {number} {problem}; the file was edited or is not TinyDiff's (remove that line)")
+        if problem is None and isinstance(value, dict):
+            out.append(value)
     return out
 
 

@@ -26,7 +26,7 @@ app = typer.Typer(
     name="tinydiff",
     help="Denoising diffusion models from scratch: train, sample and inspect DDPMs on MNIST.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             ctx = getattr(exc, "ctx", None)
             where = f"tinydiff {ctx.info_name}" if ctx is not None and ctx.parent is not None else "tinydiff"
-            error_line(f"{exc.format_message().rstrip('.')}; see '{where} --help'")
+            message = exc.format_message().replace("Value error, ", "")  # how pydantic-backed choices phrase it
+            error_line(f"{message.rstrip('.')}; see '{where} --help'")
             code = exc.exit_code
     code = code if isinstance(code, int) else 0
     if argv is None and fast_exit_allowed():  # the process's own entry (not a caller's main(args)): skip torch's teardown

@@ -8,20 +8,24 @@ from typing import Any, Optional
 import typer
 
 from ..errors import TinyDiffError
-from .output import allow_fast_exit, console, err_console, handles_errors, importing_torch
+from .options import Device, complete_names, finite_float, names_help, registry_name
+from .output import allow_fast_exit, console, handles_errors, importing_torch, progress_bar
+
+MAX_NUM_PER_DIGIT = 1000  # 10,000 images: as many as MNIST's test set, the reference of the figures
 
 
 @handles_errors
 def eval_command(
     model: Optional[str] = typer.Option(None, "--model", help="Run directory, model folder or bundled model name."),
-    num_per_digit: int = typer.Option(100, "--num-per-digit", help="Images sampled for each digit."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (default: tinydiff sample's)."),
+    num_per_digit: int = typer.Option(100, "--num-per-digit", min=2, max=MAX_NUM_PER_DIGIT, help="Images sampled for each digit."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", parser=registry_name("sampler"), autocompletion=complete_names("sampler"),
+                                          help=f"Sampler: {names_help('sampler')} (default: tinydiff sample's)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the sampler's)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance weight (text models)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", parser=finite_float, help="Classifier-free guidance weight (text models)."),
     guidance_interval: Optional[str] = typer.Option(None, "--guidance-interval", help="Noise levels LO,HI (sigma) where guidance applies, or 'all' (default: 0.28,5.42)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first batch."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder holding MNIST/raw (the test set is the reference)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    device: Device = typer.Option("auto", "--device", help="Where to sample."),
     style: bool = typer.Option(False, "--style", help="Also measure style words: bold/thin ink, leaning right/left slant, large/small extent."),
     numbers: bool = typer.Option(False, "--numbers", help="Score whole numbers instead: each digit cut out of its canvas and read, by length and position."),
     lengths: str = typer.Option("2,4,6", "--lengths", help="With --numbers: the number lengths to draw, comma-separated."),
@@ -46,10 +50,9 @@ def eval_command(
     if number_lengths is not None:
         return numbers_command(pipe, number_lengths, num_per_digit, seed, data_dir, given, as_json)
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as progress:  # fmt: skip
+    with progress_bar(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as progress:
         task = progress.add_task("eval", total=10 * num_per_digit)
 
         def on_batch(info: dict[str, Any]) -> None:

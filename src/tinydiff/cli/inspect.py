@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -16,31 +15,21 @@ from ..checkpoint import (
     is_model_folder,
     list_checkpoints,
     read_json_object,
+    read_json_file,
     read_model_config,
     resolve_model_ref,
+    safetensors_header,
 )
 from ..errors import TinyDiffError
 from ..tracking import RUN_CONFIG, find_runs, is_run_dir, list_snapshots, read_metrics
-from .output import console, handles_errors
-
-
-def safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file: names, dtypes and shapes, read without loading tensors."""
-    try:
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            if size > 100_000_000:
-                raise ValueError("header too large")
-            header = json.loads(f.read(size))
-    except (OSError, ValueError, struct.error) as exc:
-        raise TinyDiffError(f"{path} is truncated or corrupted ({exc})") from None
-    header.pop("__metadata__", None)
-    return header
+from .output import console, handles_errors, warning_line
 
 
 def parameter_count(folder: Path) -> int:
     total = 0
-    for info in safetensors_header(folder / WEIGHTS_FILE).values():
+    for name, info in safetensors_header(folder / WEIGHTS_FILE).items():
+        if name == "__metadata__":
+            continue
         n = 1
         for d in info["shape"]:
             n *= d
@@ -72,13 +61,27 @@ def describe_model(folder: Path) -> dict[str, Any]:
     }
 
 
-def describe_run(run_dir: Path) -> dict[str, Any]:
-    try:
-        record = json.loads((run_dir / RUN_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        record = {}
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    """A run's ``config.json`` (empty when there is none), checked to be the shape TinyDiff writes."""
+    path = run_dir / RUN_CONFIG
+    if not path.exists():
+        return {}
+    record = read_json_file(path, missing=f"{path} is missing")
+    if not isinstance(record, dict):
+        raise TinyDiffError(f"{path} must hold a JSON object, not a {type(record).__name__}; it is not a TinyDiff run's")
     config = record.get("config", {})
-    metrics = read_metrics(run_dir)
+    if not isinstance(config, dict):
+        raise TinyDiffError(f"{path}: 'config' must be a JSON object, not a {type(config).__name__}; it is not a TinyDiff run's")
+    for key, value in config.items():
+        if key in ("model", "schedule", "diffusion", "train") and not isinstance(value, dict):
+            raise TinyDiffError(f"{path}: 'config.{key}' must be a JSON object, not a {type(value).__name__}; it is not a TinyDiff run's")
+    return record
+
+
+def describe_run(run_dir: Path) -> dict[str, Any]:
+    record = read_run_record(run_dir)
+    config = record.get("config", {})
+    metrics = read_metrics(run_dir, strict=True)
     checkpoints = list_checkpoints(run_dir)
     logged = [m for m in metrics if "step" in m]
     last = logged[-1] if logged else {}  # during training the newest line is ahead of the newest checkpoint
@@ -110,7 +113,11 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     """A row for each run in a folder of runs and in its subfolders (a sweep's): preset, newest logged step and loss."""
     runs = []
     for run in find_runs(root):
-        info = describe_run(run)
+        try:
+            info = describe_run(run)
+        except TinyDiffError as exc:  # one damaged run does not hide the others
+            warning_line(f"{exc}; that run is not listed (tinydiff inspect {run} says more)")
+            continue
         info["updated"] = datetime.fromtimestamp(run.stat().st_mtime).isoformat(timespec="seconds")
         runs.append({k: info[k] for k in ("run_dir", "preset", "step", "steps", "loss", "updated")})
     return runs

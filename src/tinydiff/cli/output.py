@@ -43,6 +43,42 @@ def importing_torch() -> Any:
             gc.enable()
 
 
+def preview_console() -> Console | None:
+    """Where the terminal preview is drawn, or None: it is drawn in colour half-blocks, so only on a colour terminal.
+
+    A pipe or a file (``| cat``, ``> out.txt``), ``NO_COLOR`` (https://no-color.org) and ``TERM=dumb``
+    get no preview; ``FORCE_COLOR`` draws it anyway, as Rich does. Made when asked, so the
+    environment of that moment counts.
+    """
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return None
+    preview = Console(highlight=False, soft_wrap=True)
+    return preview if preview.is_terminal and preview.color_system is not None else None
+
+
+def stdout_closed() -> None:
+    """The reader of stdout went away (``tinydiff ... | head -1``): drop what is left to print, keep going.
+
+    A closed stdout is not a failure of the command: its files are written and its messages still
+    go to stderr. Later writes to stdout, and the flush at exit, go to the null device.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # a stdout without a file descriptor (a test's capture)
+        pass
+
+
+def progress_bar(*columns: Any, transient: bool) -> Any:
+    """A Rich progress bar on stderr, drawn only on a terminal: in a log file or a pipe it would leave a blank line."""
+    from rich.progress import Progress
+
+    return Progress(*columns, console=err_console, transient=transient, disable=not err_console.is_terminal)
+
+
 def error_line(message: str) -> None:
     """The one red line an expected error gets."""
     err_console.print(Text(f"error: {' '.join(str(message).split())}", style="bold red"))
@@ -89,6 +125,9 @@ def handles_errors(fn: F) -> F:
             warnings.showwarning = _show_warning
             try:
                 return fn(*args, **kwargs)
+            except BrokenPipeError:  # stdout's reader went away: what was asked for is done
+                stdout_closed()
+                return None
             except (TinyDiffError, ValidationError, OSError) as exc:
                 if os.environ.get("TINYDIFF_DEBUG") == "1":
                     raise

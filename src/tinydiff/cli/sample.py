@@ -13,7 +13,17 @@ import typer
 from ..config import SamplingOptions, parse_guidance_interval
 from ..errors import TinyDiffError
 from ..images import DISPLAY_SCALE
-from .output import allow_fast_exit, console, err_console, handles_errors, importing_torch, warning_line
+from .options import Device, complete_names, finite_float, names_help, registry_name
+from .output import (
+    allow_fast_exit,
+    err_console,
+    handles_errors,
+    importing_torch,
+    preview_console,
+    progress_bar,
+    stdout_closed,
+    warning_line,
+)
 
 
 @dataclass
@@ -84,17 +94,39 @@ def check_picture_sizes(
         check_frame_size(total, size, canvas, nrow=nrow, scale=scale)
 
 
+MAX_PROMPTS_BYTES = 1 << 20  # a prompts file of a megabyte is some 50,000 prompts, more than --num allows anyway
+
+
 def read_prompts_file(path: Path) -> list[str]:
-    """One prompt a line; blank lines are skipped."""
+    """One prompt a line, blank lines skipped; ``-`` reads standard input. A regular file or a pipe, of at most a megabyte."""
+    import stat
+    import sys
+
+    name = "standard input" if str(path) == "-" else repr(str(path))
     try:
-        text = path.read_text(encoding="utf-8")
+        if str(path) == "-":
+            data = sys.stdin.buffer.read(MAX_PROMPTS_BYTES + 1)
+        else:
+            mode = path.stat().st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+                raise TinyDiffError(f"--prompts-file {name} is not a regular file; give a text file of prompts, or - for standard input")
+            with open(path, "rb") as f:
+                data = f.read(MAX_PROMPTS_BYTES + 1)
     except FileNotFoundError:
-        raise TinyDiffError(f"--prompts-file {str(path)!r} does not exist") from None
+        raise TinyDiffError(f"--prompts-file {name} does not exist") from None
+    except (OSError, AttributeError, ValueError) as exc:
+        raise TinyDiffError(f"--prompts-file {name} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    if len(data) > MAX_PROMPTS_BYTES:
+        raise TinyDiffError(f"--prompts-file {name} holds more than {MAX_PROMPTS_BYTES >> 20} MB; give one prompt a line, a few thousand at most")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise TinyDiffError(f"--prompts-file {str(path)!r} is not UTF-8 text; save it as UTF-8") from None
+        raise TinyDiffError(f"--prompts-file {name} is not UTF-8 text; save it as UTF-8") from None
+    if "\x00" in text:
+        raise TinyDiffError(f"--prompts-file {name} holds NUL bytes; it is not a text file of prompts")
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
-        raise TinyDiffError(f"--prompts-file {str(path)!r} holds no prompt; write one prompt a line")
+        raise TinyDiffError(f"--prompts-file {name} holds no prompt; write one prompt a line")
     return prompts
 
 
@@ -142,19 +174,20 @@ DEFAULTS = SamplingOptions()
 @handles_errors
 def sample_command(
     prompt: Optional[str] = typer.Argument(None, help="What to draw, e.g. \"a handwritten seven\" (text models)."),
-    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="One prompt a line; --num images each."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help=f"Classifier-free guidance weight (1: none; default {DEFAULTS.guidance:g})."),
+    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="One prompt a line; --num images each; - reads standard input."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", parser=finite_float, help=f"Classifier-free guidance weight (1: none; default {DEFAULTS.guidance:g})."),
     guidance_interval: Optional[str] = typer.Option(None, "--guidance-interval", help="Noise levels LO,HI (sigma) where guidance applies, or 'all' (default: {},{}).".format(*DEFAULTS.guidance_interval)),
     model: Optional[str] = typer.Option(None, "--model", help="Run directory, model folder or bundled model name."),
     num: int = typer.Option(16, "--num", min=1, max=4096, help="How many images (for each prompt)."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help=f"Sampler name (default: {DEFAULTS.sampler}, chosen by measurement; see docs/cli.md)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", parser=registry_name("sampler"), autocompletion=complete_names("sampler"),
+                                          help=f"Sampler: {names_help('sampler')} (default: {DEFAULTS.sampler}, chosen by measurement; see docs/cli.md)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampler steps (default: the sampler's: ddpm all T, ddim 50, dpm++ 10)."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Same seed, same images (on CPU); default: a fresh seed, printed."),
     out: str = typer.Option("samples.png", "--out", help="*.png grid, *.npz arrays, or a directory/ of PNGs."),
     gif: Optional[str] = typer.Option(None, "--gif", help="Also write the denoising as an animated GIF: x_t beside the predicted image, step by step."),
     scale: Optional[int] = typer.Option(None, "--scale", min=1, max=16, help=f"Upscale the .png grid and the --gif K times, pixels kept square (default {DISPLAY_SCALE})."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps (same seed, same images on CPU)."),
-    no_preview: bool = typer.Option(False, "--no-preview", help="Do not draw the grid in the terminal."),
+    device: Device = typer.Option("auto", "--device", help="Where to sample (same seed, same images on CPU)."),
+    no_preview: bool = typer.Option(False, "--no-preview", help="Do not draw the grid in the terminal (never drawn in a pipe, a file or with NO_COLOR)."),
 ) -> None:
     """Sample images from a trained model; text models draw what PROMPT says."""
     interval = parse_guidance_interval(guidance_interval)
@@ -186,12 +219,11 @@ def sample_command(
     if scale is not None and plan.kind != "grid" and gif_path is None:
         warning_line("--scale has no effect on an .npz or a folder of PNGs, which keep the model's pixels; it scales a .png grid and --gif")
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        TextColumn(f"[bold]{opts.sampler}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True,
-    ) as progress:  # fmt: skip
+    with progress_bar(
+        TextColumn(f"[bold]{opts.sampler}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+    ) as progress:
         task = progress.add_task("sample", total=None)
 
         def on_step(info: dict[str, Any]) -> None:
@@ -202,11 +234,15 @@ def sample_command(
     trajectory = drawn if gif_path is not None else None
     images = (trajectory.images if trajectory is not None else drawn).numpy()
     write_output(plan, images, seed=pipe.last_seed, nrow=nrow, prompts=prompts, scale=scale or DISPLAY_SCALE, widths=widths)
-    if not no_preview:
+    screen = None if no_preview else preview_console()
+    if screen is not None:
         from ..images import make_grid, terminal_preview
 
-        for line in terminal_preview(make_grid(images, nrow=nrow), max_width=max(20, console.width)):
-            console.print(line)
+        try:
+            for line in terminal_preview(make_grid(images, nrow=nrow), max_width=max(20, screen.width)):
+                screen.print(line)
+        except BrokenPipeError:  # `| head -1`: the files are written; the "wrote" line below still goes to stderr
+            stdout_closed()
     what = {"grid": "a grid", "npz": "an .npz", "folder": "one PNG each"}[plan.kind]
     err_console.print(f"wrote {total} images ({what}) to {plan.path}")
     if trajectory is not None:

@@ -7,13 +7,21 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import typer
 
 from ..config import DEFAULT_PRESET, RESUMABLE_TRAIN_KEYS, Config, merge, preset_names, resolve_config
 from ..errors import TinyDiffError
+from .options import Conditioning, Device, complete_names, finite_float, names_help, registry_name
 from .output import err_console, handles_errors, importing_torch
+
+PresetName = Literal[tuple(preset_names())]  # type: ignore[valid-type]
+_D = resolve_config(None, None, {})  # the default preset's values, shown in --help
+
+
+def _default(value: Any) -> str:
+    return f"preset {DEFAULT_PRESET}: {value}"
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -114,24 +122,26 @@ def _resume_command(run_dir: Path) -> str:
 
 @handles_errors
 def train_command(
-    preset: Optional[str] = typer.Option(None, "--preset", help=f"Bundled preset: {', '.join(preset_names())} (default: {DEFAULT_PRESET})."),
+    preset: Optional[PresetName] = typer.Option(None, "--preset", show_default=DEFAULT_PRESET, help="Bundled preset (docs/experiments.md)."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file overriding the preset."),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="Noise schedule name (see `tinydiff plugins --all`)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps to train for."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (AdamW)."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", parser=registry_name("schedule"), autocompletion=complete_names("schedule"),
+                                           show_default=_default(_D.schedule.name), help=f"Noise schedule: {names_help('schedule')}."),
+    steps: Optional[int] = typer.Option(None, "--steps", show_default=_default(_D.train.steps), help="Optimizer steps to train for."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", show_default=_default(_D.train.batch_size), help="Images per step."),
+    lr: Optional[float] = typer.Option(None, "--lr", parser=finite_float, show_default=_default(_D.train.lr), help="Peak learning rate (AdamW)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder holding MNIST/raw (default: $TINYDIFF_DATA_DIR)."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: runs/<preset>-<time>)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or mps."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data order and noise: 0 to 4294967295."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", show_default="runs/<preset>-<time>", help="Run directory."),
+    device: Optional[Device] = typer.Option(None, "--device", show_default=_default(_D.train.device), help="Where to train; auto: cuda, then mps, then cpu."),
+    seed: Optional[int] = typer.Option(None, "--seed", show_default=_default(_D.train.seed), help="Seed for init, data order and noise: 0 to 4294967295."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its newest checkpoint."),
-    sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Steps between sample snapshots."),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
-    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metrics lines."),
-    conditioning: Optional[str] = typer.Option(None, "--conditioning", help="text: condition on captions; none: unconditional."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between eval figures in metrics.jsonl."),
-    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Keep only the newest K checkpoints."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop, with a checkpoint, after this much training time."),
+    sample_every: Optional[int] = typer.Option(None, "--sample-every", show_default=_default(_D.train.sample_every), help="Steps between sample snapshots."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", show_default=_default(_D.train.checkpoint_every), help="Steps between checkpoints."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", show_default=_default(_D.train.log_every), help="Steps between metrics lines."),
+    conditioning: Optional[Conditioning] = typer.Option(None, "--conditioning", show_default=_default("text" if _D.model.text is not None else "none"),
+                                                        help="text: condition on captions; none: unconditional."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", show_default="off", help="Steps between eval figures in metrics.jsonl."),
+    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", show_default="all", help="Keep only the newest K checkpoints."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", parser=finite_float, show_default="no limit", help="Stop, with a checkpoint, after this much training time."),
     trackers: Optional[list[str]] = typer.Option(None, "--tracker", help="Also log to this tracker: csv, tensorboard or a plugin's (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only warnings, errors and the final line."),
 ) -> None:
