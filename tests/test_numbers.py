@@ -51,7 +51,8 @@ def sample(tmp_path: Path, out: str, *args: str):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a handwritten seven\nthe year 2026\n", encoding="utf-8")
     return runner.invoke(app, ["sample", "--prompts-file", str(prompts), "--num", "2", "--steps", "1", "--seed", "0",
-                               "--out", f"{tmp_path}/{out}", *args])  # fmt: skip
+                               "--out", f"{tmp_path}/{out}", *args],
+                         env={"FORCE_COLOR": "1", "NO_COLOR": None, "TERM": "xterm-256color"})  # as on a colour terminal  # fmt: skip
 
 
 def test_sample_writes_wide_images_in_every_format(tmp_path: Path) -> None:

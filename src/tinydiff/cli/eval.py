@@ -105,14 +105,14 @@ def parse_lengths(text: str) -> list[int]:
 def numbers_command(pipe: Any, lengths: list[int], num_per_digit: int, seed: int, data_dir: Optional[str],
                     given: dict[str, Any], as_json: bool) -> None:  # fmt: skip
     """``tinydiff eval --numbers``: digit accuracy of whole numbers by length and position, cut-out MNIST-FD, time."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from ..evaluate import evaluate_numbers
 
     if not pipe.is_text_model:
         raise TinyDiffError("--numbers needs a text model: numbers are drawn from prompts; this one is unconditional")
-    with Progress(TextColumn("[bold]eval --numbers"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as progress:  # fmt: skip
+    with progress_bar(TextColumn("[bold]eval --numbers"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      transient=True) as progress:  # fmt: skip
         task = progress.add_task("numbers", total=None)
         report = evaluate_numbers(pipe, lengths=lengths, num_per_digit=num_per_digit, seed=seed, data_dir=data_dir,
                                   callback=lambda info: progress.update(task, completed=info["done"], total=info["total"]),
