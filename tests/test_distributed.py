@@ -76,18 +76,6 @@ def test_two_processes_compute_the_gradients_of_one_process_with_the_doubled_bat
     assert any(a[k].abs().max() > 0 for k in grads)
 
 
-def test_torchrun_cli_run_is_written_by_rank_zero_only(tmp_path: Path, tiny_toml: Path) -> None:
-    run = tmp_path / "run"
-    args = ["-m", "tinydiff", "train", "--config", str(tiny_toml), "--steps", "10", "--batch-size", "8",
-            "--checkpoint-every", "5", "--sample-every", "10", "--log-every", "5", "--device", "cpu", "--run-dir", str(run)]  # fmt: skip
-    done = _torchrun(2, args, tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in lines] == [5, 10]  # one writer: no duplicated lines
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000005", "step-000010"]
-    assert done.stderr.count("done: step 10") == 1
-
-
 def test_torchrun_without_run_dir_is_one_line_error(tmp_path: Path, tiny_toml: Path) -> None:
     env = {**_env(tmp_path), "WORLD_SIZE": "2", "RANK": "0"}
     done = subprocess.run([sys.executable, "-m", "tinydiff", "train", "--config", str(tiny_toml)],

@@ -1,5 +1,9 @@
-"""Ctrl-C on a two-process `torchrun` training: the ranks agree on the step, rank 0 saves, the resumed run is bit-identical."""
+"""Ctrl-C on a two-process `torchrun` training: the ranks agree on the step, rank 0 saves, the resumed run is bit-identical.
 
+The uninterrupted run it is compared with also shows that rank 0 alone writes a torchrun run.
+"""
+
+import json
 import os
 import signal
 import subprocess
@@ -47,6 +51,11 @@ def test_ctrl_c_under_torchrun_saves_once_and_resumes_bit_identical(tmp_path, ti
     straight = _torchrun([*command, "--run-dir", "straight"], tmp_path)
     _, err = straight.communicate(timeout=300)
     assert straight.returncode == 0, err.decode()[-3000:]
+    # rank 0 alone writes the run: one metrics line a logged step, one final line, one checkpoint kept
+    steps = [json.loads(line)["step"] for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(5, 31, 5)), steps
+    assert err.decode().count("done: step 30") == 1
+    assert [s for s, _ in list_checkpoints(tmp_path / "straight")] == [30]
     resumed = _torchrun([*command, "--run-dir", "stopped", "--resume"], tmp_path)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err.decode()[-3000:]
