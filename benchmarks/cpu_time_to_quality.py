@@ -95,7 +95,7 @@ def run_tinydiff(args: argparse.Namespace, data_dir: str | None) -> dict[str, An
     steps = budget_steps(args.minutes, ips, args.batch_size)
     cmd = [sys.executable, "-m", "tinydiff", "train", "--preset", args.preset, "--run-dir", str(run_dir),
            "--steps", str(steps), "--max-minutes", str(args.minutes), "--batch-size", str(args.batch_size),
-           "--device", "cpu", "--checkpoint-every", str(steps), "--sample-every", str(max(1, steps // 8))]  # fmt: skip
+           "--device", "cpu", "--checkpoint-every", str(steps), "--sample-every", str(steps if args.smoke else max(1, steps // 8))]  # fmt: skip
     print(f"[tinydiff] {ips:.0f} img/s calibrated -> {steps} steps; {' '.join(cmd[2:])}", file=sys.stderr)
     start = time.perf_counter()
     done = subprocess.run(cmd, env={**os.environ, **({"TINYDIFF_DATA_DIR": data_dir} if data_dir else {})})

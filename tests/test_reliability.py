@@ -43,9 +43,9 @@ def test_a_truncated_newest_checkpoint_is_a_clear_error(tmp_path, tiny_config, d
 
 def test_keep_checkpoints_prunes_the_oldest(tmp_path, tiny_config, data_dir) -> None:
     run = tmp_path / "run"
-    train(tiny_config(steps=40, checkpoint_every=10, keep_checkpoints=2), run)
-    assert [s for s, _ in list_checkpoints(run)] == [30, 40]
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000030", "step-000040"]
+    train(tiny_config(steps=20, checkpoint_every=5, sample_every=100, keep_checkpoints=2), run)
+    assert [s for s, _ in list_checkpoints(run)] == [15, 20]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000015", "step-000020"]
     events = []
-    train(tiny_config(steps=50, checkpoint_every=10, keep_checkpoints=2), run, resume=True, callback=events.append)
-    assert events[0]["step"] == 40 and [s for s, _ in list_checkpoints(run)] == [40, 50]
+    train(tiny_config(steps=25, checkpoint_every=5, sample_every=100, keep_checkpoints=2), run, resume=True, callback=events.append)
+    assert events[0]["step"] == 20 and [s for s, _ in list_checkpoints(run)] == [20, 25]
