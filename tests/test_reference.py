@@ -32,11 +32,14 @@ CHECKED = ["ddpm-25-g1.5-interval", "ddim-20-g3.0-all", "dpm++-10-g1.5-interval"
 
 @pytest.fixture(autouse=True)
 def recorded_threads():
-    """Run with the thread count of the recording (sums split over threads add up in another order)."""
+    """On the recording's kind of machine, run with its thread count (sums split over threads add up in
+    another order). Elsewhere the figures hold within a tolerance whatever the threads, so the test
+    keeps its worker's one thread rather than compete with the other workers."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(FIGURES["threads"])
+    if SAME_MACHINE:
+        torch.set_num_threads(FIGURES["threads"])
     yield
     torch.set_num_threads(before)
 
