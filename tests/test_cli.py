@@ -230,13 +230,15 @@ def test_version_and_help_do_not_import_torch() -> None:
     assert version.stdout.strip() == f"tinydiff {__version__}"
 
 
-def test_sampling_path_imports_neither_torchvision_nor_matplotlib(trained_run) -> None:
+def test_sampling_path_imports_neither_torchvision_nor_matplotlib_nor_dynamo(trained_run) -> None:
     run, _ = trained_run
     code = (
         "import sys\nfrom tinydiff.pipeline import Pipeline\n"
         f"Pipeline.from_ref({str(run)!r}).sample(1, steps=2, seed=0)\n"
+        "Pipeline.from_ref().sample(1, prompts=['a 7'], steps=2, seed=0)\n"  # the bundled text model
         "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib (for compare reports) was imported'\n"
+        "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo (over a second of start-up) was imported'\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

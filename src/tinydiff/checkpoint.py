@@ -16,6 +16,8 @@ import hashlib
 import json
 import math
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +313,23 @@ def check_sizes(config: ModelFolderConfig, where: Path) -> None:
         raise TinyDiffError(f"{where}: model.channel_mult must hold positive numbers, got {m.channel_mult}")
 
 
+@contextmanager
+def _without_init() -> Iterator[None]:
+    """``torch.nn.init``'s initializers as no-ops: a network built on the meta device has no values to draw,
+    and drawing them there imports ``torch._dynamo`` (over a second of a command's start-up)."""
+    from torch.nn import init
+
+    names = [n for n in vars(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
+    saved = {n: getattr(init, n) for n in names}
+    try:
+        for n in names:
+            setattr(init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(init, n, fn)
+
+
 def expected_shapes(config: ModelFolderConfig, tokenizer: Any, where: Path) -> dict[str, Any]:
     """The network's tensors (name -> meta tensor: shape and dtype), built on PyTorch's meta device: no memory."""
     import torch
@@ -318,7 +337,7 @@ def expected_shapes(config: ModelFolderConfig, tokenizer: Any, where: Path) -> d
     from .nn.unet import UNet
 
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _without_init():
             return UNet(config.model, tokenizer=tokenizer).state_dict()
     except TinyDiffError:
         raise
