@@ -449,7 +449,7 @@ def _read_only_run_dir(ctx: Ctx) -> None:
 
 RUN_CASES = [
     Case("eval-data-dir-missing-checked-before-sampling", _eval_missing_data, lambda ctx: [str(ctx.tmp / "nope"), "does not exist"]),
-    # the rows of the table that are about training
+    # bad inputs reported by users, about training
     Case("train-seed-beyond-range", fixed(["train", "--seed", "9223372036854775807"]), words("train.seed", "4294967295")),
     Case("train-seed-negative", fixed(["train", "--seed", "-1"]), words("train.seed", "got -1")),
     Case("resume-optimizer-tensor-wrong-shape", _run_args(_set_tensor("optim/0/exp_avg", lambda t: _torch().zeros(3, 3))),
