@@ -251,6 +251,19 @@ def test_ctrl_c_in_a_sweep_saves_the_variant_and_stops_the_sweep(tmp_path, data_
     assert not (tmp_path / "out" / sweep.variants[1].name).exists(), "the sweep stopped"
 
 
+def test_the_sweep_display_counts_a_variant_stopped_by_ctrl_c_as_unfinished() -> None:
+    from tinydiff.cli.sweep import SweepProgress
+
+    with SweepProgress() as progress:
+        progress({"event": "sweep", "steps": {"a": 10, "b": 10}})
+        progress({"event": "variant", "name": "a", "status": "new"})
+        progress({"event": "step", "step": 3, "total": 10, "loss": None})
+        progress({"event": "end", "variant": "a", "step": 3, "loss": None, "seconds": 1.0, "interrupted": 2})
+        assert (progress.finished, progress.progress.tasks[0].completed) == (0, 3)
+        progress({"event": "end", "variant": "a", "step": 10, "loss": None, "seconds": 1.0, "interrupted": None})
+        assert (progress.finished, progress.progress.tasks[0].completed) == (1, 10)
+
+
 def test_a_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_half_written_checkpoint(
     tmp_path, tiny_toml, data_dir, monkeypatch, capsys
 ) -> None:

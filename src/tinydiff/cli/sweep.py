@@ -102,7 +102,7 @@ class SweepProgress:
         elif kind == "step":
             self.progress.update(self.current, completed=event["step"])
             self.progress.update(self.overall, completed=self.done + event["step"])
-        elif kind == "end":
+        elif kind == "end" and not event.get("interrupted"):  # a Ctrl-C ends the variant unfinished
             self._finished(event["variant"])
         elif kind == "evaluate":
             self.progress.update(self.current, description=f"eval {event['name']}", completed=0, total=1, stats="")
