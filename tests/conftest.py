@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,6 +88,36 @@ def read_gif(data: bytes) -> tuple[np.ndarray, list[int]]:
             frames.append(np.array(im.convert("L")))
             durations.append(im.info["duration"])
     return np.stack(frames), durations
+
+
+SMALLEST_MODEL = dict(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[], groups=4, heads=1)
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str], *, strip_colour: bool = False) -> tuple[int, str, str]:
+    """Run the console entry point in-process; return (exit code, stdout, stderr), colour codes removed if asked."""
+    from tinydiff.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out, err = capsys.readouterr()
+    code = info.value.code
+    code = code if isinstance(code, int) else (0 if code is None else 1)
+    return (code, ANSI.sub("", out), ANSI.sub("", err)) if strip_colour else (code, out, err)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder of the smallest unconditional network, untrained, built once a test module."""
+    from tinydiff.checkpoint import ModelFolderConfig, save_model_folder
+    from tinydiff.config import ModelConfig, ScheduleConfig
+    from tinydiff.nn.unet import UNet
+
+    cfg = ModelConfig(**SMALLEST_MODEL)
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    save_model_folder(path, ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_timesteps=50)), UNet(cfg).state_dict())
+    return path
 
 
 TINY_MODEL = {

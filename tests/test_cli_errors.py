@@ -24,6 +24,8 @@ from typing import Callable
 
 import pytest
 
+import conftest
+from conftest import SMALLEST_MODEL
 from tinydiff.cli import main
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -36,7 +38,6 @@ MNIST_FILES = [
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 ]
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def mnist_raw() -> Path:
@@ -50,12 +51,7 @@ def mnist_raw() -> Path:
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """Run the console entry point in-process; return (exit code, stdout, stderr without colour codes)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    code = info.value.code
-    return (code if isinstance(code, int) else (0 if code is None else 1)), ANSI.sub("", out), ANSI.sub("", err)
+    return conftest.run_cli(args, capsys, strip_colour=True)
 
 
 def tree(root: Path) -> set[str]:
@@ -93,19 +89,7 @@ def corrupt_deflate(data: bytes) -> bytes:
 
 # -- a tiny model folder, built once --------------------------------------------------
 
-TINY = dict(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[], groups=4, heads=1)
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tinydiff.checkpoint import ModelFolderConfig, save_model_folder
-    from tinydiff.config import ModelConfig, ScheduleConfig
-    from tinydiff.nn.unet import UNet
-
-    cfg = ModelConfig(**TINY)
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    save_model_folder(path, ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_timesteps=50)), UNet(cfg).state_dict())
-    return path
+TINY = SMALLEST_MODEL
 
 
 # -- training runs: a tiny finished run (step 10 of 10, one checkpoint), copied and damaged per case -----------

@@ -11,21 +11,9 @@ from pathlib import Path
 import warnings
 import pytest
 
+from conftest import run_cli
 from tinydiff.checkpoint import list_checkpoints
-from tinydiff.cli import main
 from tinydiff.train import TrainingAborted, train
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    code = info.value.code
-    return (code if isinstance(code, int) else 0 if code is None else 1), out, err
-
 
 def _signal_at(step: int, signum: int):
     """A callback that sends this process ``signum`` once the run has finished ``step``."""
