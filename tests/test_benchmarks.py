@@ -40,12 +40,21 @@ def tiny_text_model(tmp_path_factory, data_dir) -> Path:
 
 
 def test_quality_vs_steps_smoke(tmp_path: Path, tiny_text_model: Path) -> None:
-    done = run_bench("quality_vs_steps.py", "--smoke", "--model", str(tiny_text_model), "--out", str(tmp_path / "q"), cwd=tmp_path)
+    done = run_bench("quality_vs_steps.py", "--smoke", "--model", str(tiny_text_model), "--out", str(tmp_path / "q"),
+                     "--spacings", "uniform,logsnr", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "q" / "results.json").read_text())
-    assert [(r["sampler"], r["nfe"]) for r in result["rows"]] == [(s, n) for s in ("ddpm", "ddim", "dpm++") for n in (2, 3)]
+    assert [(r["sampler"], r["spacing"], r["nfe"]) for r in result["rows"]] == [
+        (s, g, n) for s in ("ddpm", "ddim", "dpm++") for g in ("uniform", "logsnr") for n in (2, 3)]
     assert result["reference"]["nfe"] == 4
     assert (tmp_path / "q" / "quality_vs_steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cpu_bf16_smoke(tmp_path: Path, data_dir) -> None:
+    done = run_bench("cpu_bf16.py", "--smoke", "--data-dir", str(data_dir), "--out", str(tmp_path / "b"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
+    assert row["preset"] == "stage3" and row["fp32_images_per_s"] > 0 and row["bf16_images_per_s"] > 0
 
 
 def test_quality_vs_steps_bad_steps_fail_loudly(tmp_path: Path) -> None:

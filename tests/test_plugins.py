@@ -244,3 +244,38 @@ def test_a_plugin_sampler_returning_nan_is_an_error_naming_the_plugin(tmp_path, 
     assert info.value.code == 1
     assert err.startswith("error: sampler 'broken' (from plugin 'broken-sampler-plugin') returned ") and says in err
     assert err.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["m"], "no image is written"
+
+
+def test_a_plugin_sampler_without_a_spacing_argument_refuses_spacing_and_samples_without_it(tmp_path, monkeypatch, capsys) -> None:
+    from tinydiff.checkpoint import ModelFolderConfig, save_model_folder
+    from tinydiff.cli import main
+    from tinydiff.config import ModelConfig, ScheduleConfig
+    from tinydiff.nn.unet import UNet
+
+    seen = []
+
+    class Plain:
+        @staticmethod
+        @hookimpl
+        def tinydiff_register_samplers(register):
+            def plain(denoiser, x_T, schedule, *, steps=None, generator=None, callback=None):
+                seen.append(steps)
+                return x_T.clamp(-1, 1)
+
+            register("plain", plain)
+
+    cfg = ModelConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[], groups=4, heads=1)
+    save_model_folder(tmp_path / "m", ModelFolderConfig(model=cfg, schedule=ScheduleConfig(num_timesteps=50)), UNet(cfg).state_dict())
+    monkeypatch.chdir(tmp_path)
+    get_host().add(Plain(), "plain-sampler-plugin")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "--model", "m", "--sampler", "plain", "--spacing", "logsnr", "--num", "2", "--out", "x.png"])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and err == "error: sampler 'plain' takes no timestep spacing; drop --spacing or pick a built-in sampler\n"
+    assert seen == [] and sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    try:  # without --spacing the plugin is called as before
+        main(["sample", "--model", "m", "--sampler", "plain", "--num", "2", "--out", "x.png", "--seed", "0"])
+    except SystemExit as exc:
+        assert exc.code in (0, None), capsys.readouterr().err
+    assert seen == [None] and (tmp_path / "x.png").exists()

@@ -3,7 +3,7 @@ import torch
 
 from tinydiff.diffusion import EpsilonPredictor
 from tinydiff.plugins import get_sampler, registry
-from tinydiff.samplers import respaced_timesteps
+from tinydiff.samplers import DEFAULT_SPACING, SPACINGS, respaced_timesteps, timestep_grid
 from tinydiff.errors import TinyDiffError
 from tinydiff.schedules import NoiseSchedule
 
@@ -190,6 +190,60 @@ def test_ddim_with_eta_1_and_ddpm_sample_gaussian_data_alike() -> None:
     assert abs(ddpm.std().item() - ddim.std().item()) < 4 * 2**0.5 * se_std
 
 
+def gaussian_spread(name: str, spacing: str | None, steps: int | None = None) -> float:
+    """std of 20,000 draws of N(0.3, 0.2^2) data with its exact denoiser (linear, T = 1000, as the bundled model), over 0.2."""
+    s = NoiseSchedule.from_name("linear", 1000)
+    g = gen(0)
+    x_T = torch.randn(1, 1, 100, 200, generator=g)
+    x0 = get_sampler(name)(EpsilonPredictor(GaussianData(0.3, 0.2, s), s), x_T, s, steps=steps, generator=g, spacing=spacing)
+    assert abs(x0.mean().item() - 0.3) < 0.005
+    return x0.std().item() / 0.2
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_sampler_at_its_default_steps_on_the_log_snr_grid_keeps_the_spread_of_gaussian_data(name) -> None:
+    """Too few steps in the wrong places shrink the spread of what is drawn: less varied digits than the data.
+
+    On the log-SNR grid: dpm++ (10 steps) 0.98 of the data's standard deviation, ddim (50) 0.955,
+    ddpm (all T) 0.98. The standard error of the ratio at 20,000 draws is 0.5%.
+    """
+    assert abs(gaussian_spread(name, "logsnr") - 1.0) < 0.06
+
+
+def test_the_evenly_spaced_grid_loses_spread_at_few_steps() -> None:
+    """What the log-SNR grid fixes: 10 steps of dpm++ evenly spaced in t draw half the data's spread (50 steps of ddim: 0.88)."""
+    assert gaussian_spread("dpm++", "uniform") < 0.6
+    assert 0.8 < gaussian_spread("ddim", "uniform") < 0.92
+    assert gaussian_spread("ddim", "uniform", steps=1000) > 0.97  # all T: no grid to choose
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_every_timestep_grid_is_increasing_and_starts_at_the_last_timestep(spacing, schedule) -> None:
+    for num_timesteps in (1000, 50 if schedule == "linear" else 12):  # linear needs T >= 50 for betas below 1
+        s = NoiseSchedule.from_name(schedule, num_timesteps)
+        for steps in (1, 2, 5, 10, num_timesteps - 1, num_timesteps):
+            grid = timestep_grid(s, steps, spacing)
+            assert len(grid) == steps and grid.dtype == torch.long, (num_timesteps, steps, grid)
+            assert grid[-1] == num_timesteps - 1 and grid[0] >= 0 and bool((grid.diff() > 0).all()), (num_timesteps, steps, grid)
+        assert torch.equal(timestep_grid(s, None, spacing), torch.arange(num_timesteps))
+
+
+def test_the_timestep_grids_put_their_steps_where_they_say() -> None:
+    s = NoiseSchedule.from_name("linear", 1000)
+    assert timestep_grid(s, 5, "uniform").tolist() == [0, 250, 500, 749, 999]
+    assert timestep_grid(s, 4, "trailing").tolist() == [249, 499, 749, 999]  # diffusers' "trailing" for T = 1000
+    lam = 0.5 * torch.log(s.alphas_cumprod.double() / (1 - s.alphas_cumprod.double()))
+    steps = lam[timestep_grid(s, 10, "logsnr")].diff()
+    assert steps.max() / steps.min() < 1.3  # even in log-SNR, to within the nearest whole timestep
+    karras = timestep_grid(s, 10, "karras")
+    assert karras[0] == 0 and (karras < 222).sum() == 3  # crowded at low noise (rho = 7): uniform has 2 below t = 222
+    with pytest.raises(TinyDiffError, match="unknown timestep spacing 'even'; choose one of uniform, trailing, logsnr, karras"):
+        timestep_grid(s, 10, "even")
+    with pytest.raises(TinyDiffError, match="between 1 and"):
+        timestep_grid(s, 1001, "logsnr")
+
+
 # -- the deterministic samplers follow the probability-flow ODE ---------------------
 
 
@@ -233,6 +287,11 @@ def test_the_default_sampler_is_the_measured_one_with_its_own_steps() -> None:
     default = pipe.sample(2, seed=3, callback=calls.append)
     assert torch.equal(default, pipe.sample(2, seed=3, sampler=DEFAULT_SAMPLER))
     assert len(calls) == 10 and not torch.equal(default, pipe.sample(2, seed=3, sampler="ddim", steps=10))
+    assert torch.equal(default, pipe.sample(2, seed=3, spacing=DEFAULT_SPACING))  # the grid reaches the sampler
+    other = next(s for s in SPACINGS if s != DEFAULT_SPACING)
+    assert not torch.equal(default, pipe.sample(2, seed=3, spacing=other))
+    with pytest.raises(TinyDiffError, match="unknown timestep spacing 'even'"):
+        pipe.options(spacing="even")
     assert pipe.options().steps is None and pipe.options(steps=7).sampler == DEFAULT_SAMPLER
     assert pipe.options(sampler="ddim").steps is None and pipe.options(guidance_interval="all").guidance_interval is None
     with pytest.raises(TinyDiffError, match="101 sampler steps asked for, but this model has 100 diffusion timesteps"):

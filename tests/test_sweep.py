@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_SWEEP, write_tiny_sweep
+from conftest import REPO, TINY_SWEEP, run_cli, write_tiny_sweep
 
 from tinydiff.checkpoint import list_checkpoints
 from tinydiff.errors import TinyDiffError
@@ -128,6 +128,25 @@ def test_a_sweep_folder_trained_with_other_settings_is_refused(tmp_path, tiny_sw
         run_sweep(load_sweep(changed), tmp_path / "other")
 
 
+def test_a_sweep_folder_from_before_a_key_was_added_is_still_finished(tmp_path, tiny_sweep) -> None:
+    """Upgrading tinydiff neither refuses nor re-evaluates a finished sweep: a missing key is at its default."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(tiny_sweep, out)
+    for name in ("linear", "cosine"):  # as an older tinydiff wrote them, without the newest keys
+        record = json.loads((out / name / "config.json").read_text())
+        del record["config"]["train"]["cpu_bf16"]
+        (out / name / "config.json").write_text(json.dumps(record))
+        report = json.loads((out / name / "eval.json").read_text())
+        del report["settings"]["spacing"]
+        (out / name / "eval.json").write_text(json.dumps(report))
+    events = []
+    run_sweep(load_sweep(write_tiny_sweep(tmp_path)), out, callback=events.append)
+    assert [e["status"] for e in events if e["event"] == "variant"] == ["evaluated", "evaluated"]
+    assert not [e for e in events if e["event"] in ("start", "evaluate")]
+
+
 def test_a_larger_budget_extends_every_variant(tmp_path, tiny_sweep) -> None:
     import shutil
 
@@ -175,3 +194,9 @@ def test_the_sweep_command_lists_trains_evaluates_and_compares(tmp_path, data_di
     again = runner.invoke(app, ["sweep", str(path)])
     assert again.exit_code == 0, again.output
     assert again.stderr.count("trained already, kept") == 2 and ": training" not in again.stderr
+
+
+def test_sweep_help_shows_the_table_names_of_its_file(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one line of help text, not wrapped
+    code, out, _ = run_cli(["sweep", "--help"], capsys, strip_colour=True)
+    assert code == 0 and "a [grid] or [variants.NAME] table, [eval]" in out  # not taken for terminal markup

@@ -120,6 +120,9 @@ class TrainConfig(_Strict):
     max_minutes: float | None = Field(None, gt=0)  # stop (with a checkpoint) after this much training time
     scale_augment: float = Field(0.0, ge=0, le=1)  # share of images rescaled by 0.6-1.3x, so "small"/"large" occur
     channels_last: bool = False  # NHWC memory layout for the convolutions (docs/performance.md)
+    # bf16 autocast on the CPU too (always on for CUDA): 1.8x to 2.5x images/s on a CPU with bf16 matrix
+    # units (Intel AMX), slower on ones without; results then differ between such CPUs (docs/performance.md)
+    cpu_bf16: bool = False
     compile: bool = False  # torch.compile the training step's network: pays back its compile time on long GPU runs
     # trackers beside metrics.jsonl (always written): csv, tensorboard, or a plugin's (`tinydiff plugins --all`)
     trackers: list[str] = Field(default_factory=list)
@@ -142,6 +145,9 @@ class SamplingOptions(_Strict):
     # in a hundredth of the network evaluations (docs/performance.md#sampler-and-steps)
     sampler: str = "dpm++"
     steps: int | None = Field(None, gt=0)  # sampler steps; None: the sampler's own (ddpm all T, ddim 50, dpm++ 10)
+    # the timesteps those steps visit: uniform, trailing, logsnr or karras (tinydiff.samplers.timestep_grid);
+    # None: the sampler's own grid (the built-ins: tinydiff.samplers.DEFAULT_SPACING)
+    spacing: str | None = None
     # Classifier-free guidance weight (Ho & Salimans 2022), 1 for none. Measured on the bundled model
     # (docs/text-to-image.md#classifier-free-guidance): 1.5 kept prompt accuracy at 99.5% with MNIST-FD
     # near the real-data floor; 3.0 reached 100% at 3.5x the floor (more guidance, less variety).

@@ -253,6 +253,7 @@ def evaluate_pipeline(
     steps: int | None = None,
     guidance: float | None = None,
     guidance_interval: tuple[float, float] | str | None = None,
+    spacing: str | None = None,
     seed: int = 0,
     data_dir: str | Path | None = None,
     batch_size: int = 500,
@@ -273,6 +274,8 @@ def evaluate_pipeline(
     if num_per_digit > 1000:
         raise TinyDiffError(f"--num-per-digit is at most 1000 (10,000 images, the size of MNIST's test set), got {num_per_digit}")
     given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": guidance_interval}
+    if spacing is not None:  # only when asked: a stand-in pipeline's sample() need not take it
+        given["spacing"] = spacing
     opts = pipe.options(**given)
     total = 10 * num_per_digit
     # what scoring needs, before the first sample is drawn: the test set (the reference), the training set
@@ -302,6 +305,7 @@ def evaluate_pipeline(
         "conditional": conditional,
         "sampler": opts.sampler,
         "steps": opts.steps,
+        "spacing": getattr(opts, "spacing", None),
         "nfe": evaluations,
         "guidance": opts.guidance if conditional else None,
         "guidance_interval": list(opts.guidance_interval) if conditional and opts.guidance_interval is not None else None,
@@ -341,6 +345,7 @@ def style_report(
     steps: int | None = None,
     guidance: float | None = None,
     guidance_interval: tuple[float, float] | str | None = None,
+    spacing: str | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Are style words obeyed? Ink of "bold"/"thin", slant of "leaning right"/"leaning left", extent of "large"/"small".
@@ -358,6 +363,8 @@ def style_report(
     if not getattr(pipe, "is_text_model", False):
         raise TinyDiffError("style words need a text model; this one is unconditional")
     given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": guidance_interval}
+    if spacing is not None:  # only when asked: a stand-in pipeline's sample() need not take it
+        given["spacing"] = spacing
     digits = torch.arange(10).repeat_interleave(num_per_digit)
     groups: dict[str, dict[str, float]] = {}
     for name, template in STYLE_PROMPTS.items():
@@ -405,6 +412,7 @@ def evaluate_numbers(
     steps: int | None = None,
     guidance: float | None = None,
     guidance_interval: tuple[float, float] | str | None = None,
+    spacing: str | None = None,
     seed: int = 0,
     data_dir: str | Path | None = None,
     batch_windows: int = 500,
@@ -432,6 +440,8 @@ def evaluate_numbers(
     if not lengths or any(not 2 <= k <= MAX_NUMBER_DIGITS for k in lengths):
         raise TinyDiffError(f"number lengths must be between 2 and {MAX_NUMBER_DIGITS} digits, got {list(lengths)}")
     given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": guidance_interval}
+    if spacing is not None:  # only when asked: a stand-in pipeline's sample() need not take it
+        given["spacing"] = spacing
     opts = pipe.options(**given)
     rng = torch.Generator().manual_seed(seed)
     pipe.sample(1, prompts=["the number 42"], seed=seed, **given)  # warm-up: the first call's one-off costs stay out of the times

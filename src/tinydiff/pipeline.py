@@ -61,6 +61,17 @@ def for_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return model.to(device=device, memory_format=layout)
 
 
+def _takes(function: Any, name: str) -> bool:
+    """Whether ``function`` accepts the keyword argument ``name`` (by name or through ``**kwargs``)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the call decide
+        return True
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
 def check_drawn(x0: Any, x_T: torch.Tensor, sampler: str) -> None:
     """What a sampler returned is images of x_T's shape with finite values; otherwise an error naming the sampler and its plugin."""
     from .plugins import plugin_of
@@ -136,11 +147,18 @@ class Pipeline:
     def options(self, **given: Any) -> SamplingOptions:
         """``self.defaults`` with every option that is given (not None) put in: the options a sample uses.
 
-        Checked against this model before any work: the sampler must be registered and its steps
-        at most the schedule's T.
+        Checked against this model before any work: the sampler must be registered, its steps
+        at most the schedule's T, and a ``spacing`` one the sampler takes.
         """
         opts = self.defaults.merged(**given)
-        get_sampler(opts.sampler)
+        sampler = get_sampler(opts.sampler)
+        if opts.spacing is not None:
+            from .samplers import SPACINGS
+
+            if opts.spacing not in SPACINGS:
+                raise TinyDiffError(f"unknown timestep spacing {opts.spacing!r}; choose one of {', '.join(SPACINGS)}")
+            if not _takes(sampler, "spacing"):
+                raise TinyDiffError(f"sampler {opts.sampler!r} takes no timestep spacing; drop --spacing or pick a built-in sampler")
         if opts.steps is not None and opts.steps > self.schedule.num_timesteps:
             raise TinyDiffError(
                 f"{opts.steps} sampler steps asked for, but this model has {self.schedule.num_timesteps} "
@@ -176,6 +194,7 @@ class Pipeline:
         steps: int | None = None,
         guidance: float | None = None,
         guidance_interval: tuple[float, float] | str | None = None,
+        spacing: str | None = None,
         trajectory: bool = False,
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> torch.Tensor | Trajectory:
@@ -188,11 +207,13 @@ class Pipeline:
         ``seed=None`` draws a fresh seed, kept in ``self.last_seed`` (``pipe(...)`` returns it with
         the images). Every option left at None takes ``self.defaults``: the sampler and its steps,
         the classifier-free guidance weight (Ho & Salimans 2022; 1 for none) and the noise levels
-        (sigma bounds) where guidance applies (``"all"``: every step). ``trajectory=True`` returns a
+        (sigma bounds) where guidance applies (``"all"``: every step), and the timesteps the sampler
+        visits (``spacing``: see :func:`~tinydiff.samplers.timestep_grid`). ``trajectory=True`` returns a
         :class:`~tinydiff.outputs.Trajectory` instead: x_t and the predicted x_0 at every step,
         the images as its ``.images``.
         """
-        opts = self.options(sampler=sampler, steps=steps, guidance=guidance, guidance_interval=guidance_interval)
+        opts = self.options(sampler=sampler, steps=steps, guidance=guidance, guidance_interval=guidance_interval,
+                            spacing=spacing)  # fmt: skip
         if isinstance(prompts, str):
             prompts = [prompts] * num
         if prompts is not None:
@@ -234,8 +255,9 @@ class Pipeline:
             predict_eps = MultiDiffusion(predict_eps, offsets, cfg.image_size)
         x_T = torch.randn((num, cfg.in_channels, cfg.image_size, width), generator=generator, device=self.device)
         recorder = TrajectoryRecorder(x_T, self.schedule, then=callback) if trajectory else None
+        extra = {"spacing": opts.spacing} if opts.spacing is not None else {}  # plugin samplers need not take it
         x0 = get_sampler(opts.sampler)(predict_eps, x_T, self.schedule, steps=opts.steps, generator=generator,
-                                       callback=recorder or callback)  # fmt: skip
+                                       callback=recorder or callback, **extra)  # fmt: skip
         check_drawn(x0, x_T, opts.sampler)
         return recorder.trajectory() if recorder is not None else to_uint8(x0)
 
@@ -249,6 +271,7 @@ class Pipeline:
         steps: int | None = None,
         guidance: float | None = None,
         guidance_interval: tuple[float, float] | str | None = None,
+        spacing: str | None = None,
         trajectory: bool = False,
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> PipelineOutput:
@@ -266,7 +289,7 @@ class Pipeline:
         prompts = None if asked is None else [p for p in self.check_prompts(asked) for _ in range(num_images)]
         drawn = self.sample(len(prompts) if prompts is not None else num_images, prompts=prompts, seed=seed,
                             sampler=sampler, steps=steps, guidance=guidance, guidance_interval=guidance_interval,
-                            trajectory=trajectory, callback=callback)  # fmt: skip
+                            spacing=spacing, trajectory=trajectory, callback=callback)  # fmt: skip
         path = drawn if isinstance(drawn, Trajectory) else None
         return PipelineOutput(
             images=path.images if path is not None else drawn,

@@ -10,6 +10,11 @@
 Built in: ``ddpm`` (ancestral, all T steps by default), ``ddim`` (50 steps, ``eta`` option)
 and ``dpm++`` (DPM-Solver++(2M), 10 steps; the default sampler). Each makes one network evaluation per step,
 starts from x_T at the largest kept timestep T-1, and returns x_0 clipped to [-1, 1].
+
+Fewer steps than T visit a subset of the timesteps, the *grid*; the built-ins take it as the
+``spacing`` option (:func:`timestep_grid`): ``uniform`` (evenly spaced in t), ``trailing``
+(evenly spaced from T-1, as diffusers' ``timestep_spacing="trailing"``), ``logsnr`` (evenly
+spaced in log-SNR, Lu et al. 2022) or ``karras`` (Karras et al. 2022's rho = 7 noise levels).
 """
 
 from __future__ import annotations
@@ -42,6 +47,15 @@ def log_snr(alpha_bar: float) -> float:
     return math.inf if alpha_bar >= 1.0 else 0.5 * math.log(alpha_bar / (1.0 - alpha_bar))
 
 
+SPACINGS = ("uniform", "trailing", "logsnr", "karras")
+DEFAULT_SPACING = "uniform"
+KARRAS_RHO = 7.0  # Karras et al. (2022), eq. 5: rho = 7 spends more steps at low noise
+# The log-SNR and Karras grids start from here at most: the linear schedule's lambda at T-1 (T = 1000,
+# sigma = 158). Schedules that go further (cosine's clipped betas reach lambda = -10 at T-1) would
+# otherwise spend several steps where x_t is noise to within a thousandth; T-1 stays the first step.
+LAMBDA_MIN = -5.1
+
+
 def respaced_timesteps(num_timesteps: int, steps: int | None) -> torch.Tensor:
     """An evenly spaced, increasing subset of 0..T-1 of length ``steps`` (Nichol & Dhariwal 2021, sec. 4)."""
     if steps is None or steps == num_timesteps:
@@ -53,6 +67,54 @@ def respaced_timesteps(num_timesteps: int, steps: int | None) -> torch.Tensor:
     return torch.linspace(0, num_timesteps - 1, steps, dtype=torch.float64).round().long()
 
 
+def _strictly_increasing(ts: list[int], num_timesteps: int) -> torch.Tensor:
+    """Nearest-timestep grids can repeat a timestep where the schedule moves fast: push repeats apart, within 0..T-1."""
+    for i in range(1, len(ts)):
+        ts[i] = max(ts[i], ts[i - 1] + 1)
+    ts[-1] = min(ts[-1], num_timesteps - 1)
+    for i in range(len(ts) - 2, -1, -1):
+        ts[i] = min(ts[i], ts[i + 1] - 1)
+    return torch.tensor(ts, dtype=torch.long)
+
+
+def timestep_grid(schedule: NoiseSchedule, steps: int | None, spacing: str | None = None) -> torch.Tensor:
+    """The increasing timesteps a sampler of ``steps`` steps visits, ending at T-1 (all T for ``None`` or T).
+
+    - ``uniform``: evenly spaced in t, from 0 to T-1 (Nichol & Dhariwal 2021, sec. 4);
+    - ``trailing``: T-1, T-1-T/steps, ...: evenly spaced from the top, the last step from t = T/steps - 1
+      straight to clean data (diffusers' ``timestep_spacing="trailing"``; Lin et al. 2024, table 2);
+    - ``logsnr``: evenly spaced in lambda = log(alpha / sigma) between t = T-1 and t = 0 (Lu et al.
+      2022, the DPM-Solver authors' ``skip_type="logSNR"``): more steps at low noise;
+    - ``karras``: sigma = sqrt((1 - alpha_bar) / alpha_bar) spaced as Karras et al. (2022), eq. 5, with rho = 7.
+
+    The log-SNR and Karras grids take the timestep nearest each target level, as the network knows
+    only whole timesteps.
+    """
+    spacing = spacing or DEFAULT_SPACING
+    if spacing not in SPACINGS:
+        raise TinyDiffError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+    num_timesteps = schedule.num_timesteps
+    if spacing == "uniform" or steps is None or steps == num_timesteps:
+        return respaced_timesteps(num_timesteps, steps)
+    respaced_timesteps(num_timesteps, steps)  # the same check of steps
+    if spacing == "trailing":
+        return (num_timesteps - 1 - (torch.arange(steps, dtype=torch.float64) * num_timesteps / steps).round().long()).flip(0)
+    alpha_bar = schedule.alphas_cumprod.double().clamp(1e-12, 1.0 - 1e-12)
+    lam = 0.5 * torch.log(alpha_bar / (1.0 - alpha_bar))  # decreasing in t
+    if steps == 1:
+        return torch.tensor([num_timesteps - 1])
+    u = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+    top = max(lam[-1].item(), LAMBDA_MIN)
+    if spacing == "logsnr":
+        targets = lam[0] + u * (top - lam[0])
+    else:  # karras: sigma_i^(1/rho) evenly spaced from sigma_min to sigma_max, and lambda = -log(sigma)
+        lo, hi = (-lam[0] / KARRAS_RHO).exp(), math.exp(-top / KARRAS_RHO)
+        targets = -KARRAS_RHO * torch.log(lo + u * (hi - lo))
+    nearest = (lam.view(1, -1) - targets.view(-1, 1)).abs().argmin(dim=1).tolist()
+    nearest[-1] = num_timesteps - 1  # always from the largest timestep, where x_T is drawn
+    return _strictly_increasing(nearest, num_timesteps)
+
+
 @torch.no_grad()
 def ddpm(
     predict_eps: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -62,9 +124,10 @@ def ddpm(
     steps: int | None = None,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
+    spacing: str | None = None,
 ) -> torch.Tensor:
     """Ancestral sampling (Ho et al. 2020, alg. 2) over all T steps, or a respaced subset (Nichol & Dhariwal 2021)."""
-    timesteps = respaced_timesteps(schedule.num_timesteps, steps)
+    timesteps = timestep_grid(schedule, steps, spacing)
     alpha_bar = schedule.alphas_cumprod
     total = len(timesteps)
     for i in reversed(range(total)):
@@ -103,11 +166,12 @@ def ddim(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     eta: float = 0.0,
+    spacing: str | None = None,
 ) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12) over respaced timesteps; eta = 0 is deterministic, eta = 1 is DDPM's posterior."""
     if not 0.0 <= eta <= 1.0:
         raise TinyDiffError(f"ddim's eta must be between 0 (deterministic) and 1 (as noisy as ddpm), got {eta}")
-    timesteps = respaced_timesteps(schedule.num_timesteps, default_steps(schedule, steps, DDIM_STEPS))
+    timesteps = timestep_grid(schedule, default_steps(schedule, steps, DDIM_STEPS), spacing)
     alpha_bar = schedule.alphas_cumprod
     total = len(timesteps)
     for i in reversed(range(total)):
@@ -141,6 +205,7 @@ def dpm_solver_pp(
     steps: int | None = None,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
+    spacing: str | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, alg. 2): multistep, second order, data prediction, in log-SNR lambda.
 
@@ -151,7 +216,7 @@ def dpm_solver_pp(
     epsilon, and the x_0 predicted from it is the guided data prediction this solver is built
     for; it is clipped to [-1, 1].
     """
-    timesteps = respaced_timesteps(schedule.num_timesteps, default_steps(schedule, steps, DPM_SOLVER_STEPS))
+    timesteps = timestep_grid(schedule, default_steps(schedule, steps, DPM_SOLVER_STEPS), spacing)
     alpha_bar = schedule.alphas_cumprod
     total = len(timesteps)
     x0_last, h_last = None, None

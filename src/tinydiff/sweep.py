@@ -56,13 +56,14 @@ class EvalSettings(BaseModel):
     steps: int | None = Field(None, gt=0)
     guidance: float | None = Field(None, ge=0, allow_inf_nan=False)
     guidance_interval: str | None = None  # "LO,HI" or "all", as --guidance-interval
+    spacing: str | None = None  # the timestep grid, as --spacing; None: the sampler's
     seed: int = Field(0, ge=0)
     style: bool = False  # also the style words (text models), as `tinydiff eval --style`
 
     def sampling(self) -> dict[str, Any]:
         """The sampling options, as ``Pipeline.options`` and ``evaluate_pipeline`` take them."""
         return {"sampler": self.sampler, "steps": self.steps, "guidance": self.guidance,
-                "guidance_interval": parse_guidance_interval(self.guidance_interval)}  # fmt: skip
+                "guidance_interval": parse_guidance_interval(self.guidance_interval), "spacing": self.spacing}  # fmt: skip
 
 
 class SweepFile(BaseModel):
@@ -260,9 +261,13 @@ def _check_out(sweep: Sweep, out: Path) -> None:
         if not record.is_file():
             continue
         try:
-            saved = flat_config(json.loads(record.read_text(encoding="utf-8"))["config"])
+            raw = json.loads(record.read_text(encoding="utf-8"))["config"]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # unreadable: nothing to compare it with
+        try:  # a run from before a config key was added has that key at its default
+            saved = flat_config(Config.model_validate(raw).model_dump(mode="json"))
+        except ValidationError:
+            saved = flat_config(raw) if isinstance(raw, dict) else {}
         wanted = flat_config(variant.config.model_dump(mode="json"))
         for key in sorted(set(saved) | set(wanted)):
             if saved.get(key) != wanted.get(key) and key.removeprefix("train.") not in RESUMABLE_TRAIN_KEYS:
@@ -306,8 +311,11 @@ def variant_status(variant: Variant, out: Path, trained: dict[str, Any], setting
             evaluation = json.loads((run / EVAL).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return "trained"
-        same = evaluation.get("step") == done.get("step") and evaluation.get("settings") == settings.model_dump(mode="json")
-        return "evaluated" if same else "trained"
+        try:  # settings written before a newer tinydiff added a key compare with that key at its default
+            recorded = EvalSettings.model_validate(evaluation.get("settings"))
+        except ValidationError:
+            return "trained"
+        return "evaluated" if evaluation.get("step") == done.get("step") and recorded == settings else "trained"
     if any((p / STATE_FILE).is_file() for _, p in checkpoints):
         return "resumable"
     return "new"

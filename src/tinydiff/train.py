@@ -6,7 +6,8 @@
     torchrun --standalone --nproc_per_node 4 -m tinydiff train --run-dir runs/ddp
 
 AdamW with linear warm-up and cosine decay, gradient clipping, an EMA of the
-weights (what sampling uses), bf16 autocast on CUDA. Model init, data order and
+weights (what sampling uses), bf16 autocast on CUDA (and on the CPU with
+``train.cpu_bf16``). Model init, data order and
 noise each come from their own seeded generator, all saved in the checkpoint,
 so a resumed run continues exactly. Ctrl-C or SIGTERM lets the step finish and
 writes a checkpoint of it (``TrainResult.interrupted``). Under ``torchrun`` N processes train like
@@ -263,7 +264,8 @@ class Trainer:
         if tc.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         # 2. the loss, then a clipped AdamW step and the EMA
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        bf16 = self.device.type == "cuda" or (self.device.type == "cpu" and tc.cpu_bf16)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             context = self.model.encode_text(captions) if captions is not None else None
             diffusion = self.config.diffusion
             loss = training_loss(self.net, x0, timesteps, noise, self.schedule, objective=diffusion.objective,

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import TinyDiffError
-from .options import Device, complete_names, finite_float, names_help, registry_name
+from .options import Device, Spacing, complete_names, finite_float, names_help, registry_name
 from .output import allow_fast_exit, console, handles_errors, importing_torch, progress_bar
 
 MAX_NUM_PER_DIGIT = 1000  # 10,000 images: as many as MNIST's test set, the reference of the figures
@@ -23,6 +23,7 @@ def eval_command(
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the sampler's)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", parser=finite_float, help="Classifier-free guidance weight (text models)."),
     guidance_interval: Optional[str] = typer.Option(None, "--guidance-interval", help="Noise levels LO,HI (sigma) where guidance applies, or 'all' (default: 0.28,5.42)."),
+    spacing: Optional[Spacing] = typer.Option(None, "--spacing", help="Timesteps the sampler visits (default: the sampler's; docs/cli.md)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first batch."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder holding MNIST/raw (the test set is the reference)."),
     device: Device = typer.Option("auto", "--device", help="Where to sample."),
@@ -43,7 +44,7 @@ def eval_command(
         from ..pipeline import Pipeline
 
     pipe = Pipeline.from_ref(model, device=device)
-    given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": interval}
+    given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": interval, "spacing": spacing}
     pipe.options(**given)  # checked before any work
     if style and not pipe.is_text_model:
         raise TinyDiffError("--style needs a text model; this one is unconditional (drop --style)")

@@ -15,6 +15,7 @@ import typer
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Conditioning = Literal["text", "none"]
+Spacing = Literal["uniform", "trailing", "logsnr", "karras"]  # tinydiff.samplers.SPACINGS, without importing torch
 
 # what the built-in plugins register (tests/test_plugins.py checks these against the registries)
 BUILTIN_NAMES = {"schedule": ["linear", "cosine", "sigmoid"], "sampler": ["ddpm", "ddim", "dpm++"]}

@@ -13,7 +13,7 @@ import typer
 from ..config import SamplingOptions, parse_guidance_interval
 from ..errors import TinyDiffError
 from ..images import DISPLAY_SCALE
-from .options import Device, complete_names, finite_float, names_help, registry_name
+from .options import Device, Spacing, complete_names, finite_float, names_help, registry_name
 from .output import (
     allow_fast_exit,
     err_console,
@@ -182,6 +182,7 @@ def sample_command(
     sampler: Optional[str] = typer.Option(None, "--sampler", parser=registry_name("sampler"), autocompletion=complete_names("sampler"),
                                           help=f"Sampler: {names_help('sampler')} (default: {DEFAULTS.sampler}, chosen by measurement; see docs/cli.md)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampler steps (default: the sampler's: ddpm all T, ddim 50, dpm++ 10)."),
+    spacing: Optional[Spacing] = typer.Option(None, "--spacing", help="Timesteps the steps visit (default: the sampler's; see docs/cli.md)."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Same seed, same images (on CPU); default: a fresh seed, printed."),
     out: str = typer.Option("samples.png", "--out", help="*.png grid, *.npz arrays, or a directory/ of PNGs."),
     gif: Optional[str] = typer.Option(None, "--gif", help="Also write the denoising as an animated GIF: x_t beside the predicted image, step by step."),
@@ -201,7 +202,7 @@ def sample_command(
         from ..pipeline import Pipeline
 
     pipe = Pipeline.from_ref(model, device=device)
-    opts = pipe.options(sampler=sampler, steps=steps, guidance=guidance, guidance_interval=interval)  # checked before any work
+    opts = pipe.options(sampler=sampler, steps=steps, guidance=guidance, guidance_interval=interval, spacing=spacing)  # checked before any work
     prompts = None
     if asked is not None:
         prompts = [p for p in pipe.check_prompts(asked) for _ in range(num)]
@@ -230,7 +231,7 @@ def sample_command(
             progress.update(task, completed=info["i"], total=info["total"])
 
         drawn = pipe.sample(total, prompts=prompts, seed=seed, sampler=sampler, steps=steps, guidance=guidance,
-                            guidance_interval=interval, trajectory=gif_path is not None, callback=on_step)  # fmt: skip
+                            guidance_interval=interval, spacing=spacing, trajectory=gif_path is not None, callback=on_step)  # fmt: skip
     trajectory = drawn if gif_path is not None else None
     images = (trajectory.images if trajectory is not None else drawn).numpy()
     write_output(plan, images, seed=pipe.last_seed, nrow=nrow, prompts=prompts, scale=scale or DISPLAY_SCALE, widths=widths)

@@ -16,7 +16,7 @@ def _change(key: str, pair: tuple[Any, Any]) -> str:
 
 @handles_errors
 def sweep_command(
-    sweep_file: Path = typer.Argument(..., help="The sweep file (TOML): a base, a budget, a [grid] or [variants.NAME], [eval]."),
+    sweep_file: Path = typer.Argument(..., help="The sweep file (TOML): a base, a budget, a \\[grid] or \\[variants.NAME] table, \\[eval]."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder of the sweep's runs (default: runs/<sweep file name>)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the variants and what each changes; train nothing."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or mps, for every variant."),
