@@ -120,8 +120,8 @@ class TrainConfig(_Strict):
     max_minutes: float | None = Field(None, gt=0)  # stop (with a checkpoint) after this much training time
     scale_augment: float = Field(0.0, ge=0, le=1)  # share of images rescaled by 0.6-1.3x, so "small"/"large" occur
     channels_last: bool = False  # NHWC memory layout for the convolutions (docs/performance.md)
-    # bf16 autocast on the CPU too (always on for CUDA): 1.8x to 2.5x images/s on a CPU with bf16 matrix
-    # units (Intel AMX), slower on ones without; results then differ between such CPUs (docs/performance.md)
+    # bf16 autocast on the CPU too (always on for CUDA): 1.5x to 2.2x images/s on a CPU with bf16 matrix
+    # units (Intel AMX), slower on ones without and with channels_last; results then differ between such CPUs (docs/performance.md)
     cpu_bf16: bool = False
     compile: bool = False  # torch.compile the training step's network: pays back its compile time on long GPU runs
     # trackers beside metrics.jsonl (always written): csv, tensorboard, or a plugin's (`tinydiff plugins --all`)
