@@ -245,6 +245,14 @@ def class_histogram(images: torch.Tensor, *, classifier: DigitClassifier | None 
 # -- a whole model ------------------------------------------------------------------
 
 
+def _sampling_options(sampler: Any, steps: Any, guidance: Any, guidance_interval: Any, spacing: str | None) -> dict[str, Any]:
+    """The sampling options as ``pipe.sample`` takes them; ``spacing`` only when asked, as a stand-in pipeline need not take it."""
+    given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": guidance_interval}
+    if spacing is not None:
+        given["spacing"] = spacing
+    return given
+
+
 def evaluate_pipeline(
     pipe: Any,
     *,
@@ -273,9 +281,7 @@ def evaluate_pipeline(
         raise TinyDiffError(f"--num-per-digit must be at least 2 (a Frechet distance needs a spread), got {num_per_digit}")
     if num_per_digit > 1000:
         raise TinyDiffError(f"--num-per-digit is at most 1000 (10,000 images, the size of MNIST's test set), got {num_per_digit}")
-    given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": guidance_interval}
-    if spacing is not None:  # only when asked: a stand-in pipeline's sample() need not take it
-        given["spacing"] = spacing
+    given = _sampling_options(sampler, steps, guidance, guidance_interval, spacing)
     opts = pipe.options(**given)
     total = 10 * num_per_digit
     # what scoring needs, before the first sample is drawn: the test set (the reference), the training set
@@ -362,9 +368,7 @@ def style_report(
 
     if not getattr(pipe, "is_text_model", False):
         raise TinyDiffError("style words need a text model; this one is unconditional")
-    given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": guidance_interval}
-    if spacing is not None:  # only when asked: a stand-in pipeline's sample() need not take it
-        given["spacing"] = spacing
+    given = _sampling_options(sampler, steps, guidance, guidance_interval, spacing)
     digits = torch.arange(10).repeat_interleave(num_per_digit)
     groups: dict[str, dict[str, float]] = {}
     for name, template in STYLE_PROMPTS.items():
@@ -439,9 +443,7 @@ def evaluate_numbers(
 
     if not lengths or any(not 2 <= k <= MAX_NUMBER_DIGITS for k in lengths):
         raise TinyDiffError(f"number lengths must be between 2 and {MAX_NUMBER_DIGITS} digits, got {list(lengths)}")
-    given = {"sampler": sampler, "steps": steps, "guidance": guidance, "guidance_interval": guidance_interval}
-    if spacing is not None:  # only when asked: a stand-in pipeline's sample() need not take it
-        given["spacing"] = spacing
+    given = _sampling_options(sampler, steps, guidance, guidance_interval, spacing)
     opts = pipe.options(**given)
     rng = torch.Generator().manual_seed(seed)
     pipe.sample(1, prompts=["the number 42"], seed=seed, **given)  # warm-up: the first call's one-off costs stay out of the times

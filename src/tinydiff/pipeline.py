@@ -153,10 +153,9 @@ class Pipeline:
         opts = self.defaults.merged(**given)
         sampler = get_sampler(opts.sampler)
         if opts.spacing is not None:
-            from .samplers import SPACINGS
+            from .samplers import check_spacing
 
-            if opts.spacing not in SPACINGS:
-                raise TinyDiffError(f"unknown timestep spacing {opts.spacing!r}; choose one of {', '.join(SPACINGS)}")
+            check_spacing(opts.spacing)
             if not _takes(sampler, "spacing"):
                 raise TinyDiffError(f"sampler {opts.sampler!r} takes no timestep spacing; drop --spacing or pick a built-in sampler")
         if opts.steps is not None and opts.steps > self.schedule.num_timesteps:

@@ -67,6 +67,12 @@ def respaced_timesteps(num_timesteps: int, steps: int | None) -> torch.Tensor:
     return torch.linspace(0, num_timesteps - 1, steps, dtype=torch.float64).round().long()
 
 
+def check_spacing(spacing: str) -> None:
+    """A one-line error for a grid name that is not one of :data:`SPACINGS`."""
+    if spacing not in SPACINGS:
+        raise TinyDiffError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+
+
 def _strictly_increasing(ts: list[int], num_timesteps: int) -> torch.Tensor:
     """Nearest-timestep grids can repeat a timestep where the schedule moves fast: push repeats apart, within 0..T-1."""
     for i in range(1, len(ts)):
@@ -91,8 +97,7 @@ def timestep_grid(schedule: NoiseSchedule, steps: int | None, spacing: str | Non
     only whole timesteps.
     """
     spacing = spacing or DEFAULT_SPACING
-    if spacing not in SPACINGS:
-        raise TinyDiffError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+    check_spacing(spacing)
     num_timesteps = schedule.num_timesteps
     if spacing == "uniform" or steps is None or steps == num_timesteps:
         return respaced_timesteps(num_timesteps, steps)
